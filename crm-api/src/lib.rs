@@ -1,0 +1,2 @@
+//! crm-api — zentrale's HTTP/WebSocket API and persistence.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! softphone-web — the browser UI, embedded into the binary.
+#![forbid(unsafe_code)]
