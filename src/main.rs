@@ -1,2 +1,48 @@
-//! The `zentrale` binary: command line, configuration and wiring. No domain logic lives here.
-fn main() {}
+//! The `zentrale` binary: command line, configuration and wiring. No domain logic lives here —
+//! routing is `acd-core`, SIP and media are `sip-gateway`, the API and storage are `crm-api`;
+//! this crate parses the command line, loads `zentrale.toml`, starts the pieces and connects
+//! them with channels (DESIGN.md, "Who talks to whom").
+#![forbid(unsafe_code)]
+
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// zentrale — a virtual ACD and agent workspace.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: SIP, media, the HTTP API and the browser UI in one process.
+    Serve {
+        /// Path to zentrale.toml; without it every setting takes its localhost default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Create a demo tenant with a queue, two agents and web logins (printed at start).
+        #[arg(long)]
+        demo: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, demo } => serve::run(config.as_deref(), demo),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
