@@ -4,3 +4,4 @@
 //! through `handle_*`, actions come out of `poll_*`, and time is always an argument.
 //! See the crate layout below once the modules land.
 #![forbid(unsafe_code)]
+pub mod erlang;
