@@ -1,7 +1,59 @@
 //! acd-core — zentrale's routing engine.
 //!
 //! A sans-IO state machine (no tokio, no sockets, no clock of its own): events go in
-//! through `handle_*`, actions come out of `poll_*`, and time is always an argument.
-//! See the crate layout below once the modules land.
+//! through `handle_*`, actions come out of [`Engine::poll_action`], and time is always an
+//! argument. The same engine runs behind sip-gateway and crm-api, in the what-if
+//! simulator, in property tests and in benchmarks.
+//!
+//! # Layout
+//!
+//! - [`ids`] — newtype ids (`QueueId`, `AgentId`, `SkillId`, `ContactId`, `OfferId`),
+//!   [`Timestamp`] and [`Channel`].
+//! - [`config`] — [`RoutingConfig`]: queues, skills, agents, business hours, settings;
+//!   TOML loading with file/line/field errors and cross-reference validation.
+//! - [`skill_expr`] — the requirement language (`german >= 3 && (billing >= 2 || vip)`)
+//!   and its compiled evaluator.
+//! - [`hours`] — business hours and holidays in an IANA time zone.
+//! - [`io`] — inputs ([`Input`], [`NewContact`]) and outputs ([`Action`],
+//!   [`QueueLogEvent`], [`AgentState`]).
+//! - [`engine`] — [`Engine`]: the state machine itself.
+//! - [`stats`] — real-time queue and agent statistics, EWT, and the 15-minute
+//!   [`stats::IntervalAggregator`] that recomputes reports from the queue log.
+//! - [`error`] — [`EngineError`].
+//!
+//! # Design
+//!
+//! Inputs are `handle_*(now, ..)` calls; after every input the caller drains
+//! [`Engine::poll_action`] until it returns `None`, then asks [`Engine::poll_timeout`]
+//! when to call [`Engine::handle_timeout`] next (calling it early or often is harmless).
+//! This is str0m's and quinn-proto's shape: it makes the engine deterministic (same seed,
+//! same inputs, same actions), testable with a fake clock, and fast, because nothing in it
+//! waits or locks.
+//!
+//! Routing is event-driven and never scans all agents: every string key is interned to a
+//! dense index, each queue keeps its waiting contacts ordered by (priority desc, entry
+//! time, sequence) and an ordered index of its available members keyed by its strategy
+//! (idle-since, order, random key…). A contact arriving looks at its queue's agent index;
+//! an agent becoming free looks at the heads of its own queues' waiting lists.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod engine;
 pub mod erlang;
+pub mod error;
+pub mod hours;
+pub mod ids;
+pub mod io;
+pub mod sim;
+pub mod skill_expr;
+pub mod stats;
+
+pub use config::{ConfigError, Disposition, RoutingConfig, Strategy};
+pub use engine::Engine;
+pub use error::EngineError;
+pub use ids::{AgentId, Channel, ContactId, OfferId, QueueId, SkillId, Timestamp};
+pub use io::{
+    Action, AgentState, CancelReason, Input, NewContact, OverflowTarget, QueueLogEvent, QueueLogKind,
+    RefusalReason, RejectKind,
+};
+pub use skill_expr::SkillExpr;

@@ -1,0 +1,518 @@
+//! The routing configuration: queues, skills, agents, business hours and engine settings.
+//!
+//! Plain data at the edge (STYLE.md §8): TOML with `deny_unknown_fields`, a doc comment on
+//! every field, defaults that run. [`RoutingConfig::from_toml_str`] reports syntax and type
+//! errors with file, line and field; [`RoutingConfig::validate`] checks cross-references
+//! (unknown skills, queues, hours) that serde cannot see. The engine takes a validated
+//! config and interns every key into dense indices.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, Channel, QueueId, SkillId};
+use crate::skill_expr::SkillExpr;
+
+/// Errors from loading or validating a routing configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML text is malformed or a field has the wrong type or name.
+    #[error("{file}:{line}:{column}: {message}")]
+    Parse {
+        /// The file name given by the caller.
+        file: String,
+        /// 1-based line of the offending text (0 if toml gave no position).
+        line: usize,
+        /// 1-based column of the offending text (0 if toml gave no position).
+        column: usize,
+        /// toml's message, which names the field.
+        message: String,
+    },
+    /// A cross-reference or value is invalid (the message names the field).
+    #[error("invalid routing configuration: {field}: {message}")]
+    Invalid {
+        /// Dotted path of the offending field, e.g. `queues.support.skills`.
+        field: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+    /// Live reconfiguration refused because it would drop contacts or agents in progress.
+    #[error("cannot apply configuration: {0}")]
+    InUse(String),
+}
+
+impl ConfigError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+/// The whole routing configuration of one tenant.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Engine-wide settings (delays, auto-pause).
+    #[serde(default)]
+    pub settings: Settings,
+    /// Skills known to the tenant, by key. A skill used elsewhere must be listed here.
+    #[serde(default)]
+    pub skills: BTreeMap<SkillId, SkillConfig>,
+    /// Queues, by key.
+    #[serde(default)]
+    pub queues: BTreeMap<QueueId, QueueConfig>,
+    /// Agents, by key.
+    #[serde(default)]
+    pub agents: BTreeMap<AgentId, AgentConfig>,
+    /// Named business-hours calendars that queues refer to.
+    #[serde(default)]
+    pub business_hours: BTreeMap<String, BusinessHours>,
+    /// Simulator settings: ignored by the engine, parsed by the what-if simulator from the
+    /// same file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<toml::Table>,
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Consecutive unanswered offers after which an agent is paused automatically
+    /// (reason `no-answer`); 0 disables auto-pause.
+    pub max_no_answer: u32,
+    /// After an agent declines an offer, no new offer for this long (ms).
+    pub reject_delay_ms: u64,
+    /// After an agent's device reports busy, no new offer for this long (ms).
+    pub busy_delay_ms: u64,
+    /// After an offer rings unanswered, no new offer to that agent for this long (ms).
+    pub no_answer_delay_ms: u64,
+    /// Abandons shorter than this (ms) count as short abandons (GLOSSARY: 5 s).
+    pub short_abandon_ms: u64,
+    /// Weight of the newest handle time in the recent-AHT estimate used for EWT (0..=1).
+    pub aht_smoothing: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_no_answer: 3,
+            reject_delay_ms: 5_000,
+            busy_delay_ms: 10_000,
+            no_answer_delay_ms: 0,
+            short_abandon_ms: 5_000,
+            aht_smoothing: 0.1,
+        }
+    }
+}
+
+/// A skill.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkillConfig {
+    /// Human-readable name for the admin pages.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// How a queue picks among eligible available agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The agent idle longest since the end of their last wrap-up (GLOSSARY).
+    #[default]
+    LongestIdle,
+    /// Offer to every eligible agent at once; the first to accept wins, the rest are cancelled.
+    RingAll,
+    /// The next member after the one offered last, in member order, wrapping around.
+    RoundRobin,
+    /// The agent who handled the fewest contacts of this queue.
+    FewestContacts,
+    /// The agent with the least talk time in this queue.
+    LeastTalkTime,
+    /// Top-down by the member's `order` (then agent key).
+    Linear,
+    /// Uniformly random among eligible agents (seeded: replays are identical).
+    Random,
+    /// Random, proportional to the member's `weight`.
+    WeightedRandom,
+    /// Highest proficiency in the queue's required skills; longest idle breaks ties.
+    BestSkillMatch,
+}
+
+/// Where a contact goes when it leaves a queue without an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Disposition {
+    /// Refuse the contact (busy tone, "we are closed" and hang up).
+    Reject,
+    /// Send to voicemail / a mailbox.
+    Voicemail,
+    /// Take a callback request for later, outside the queue.
+    Callback,
+    /// Move to another queue (keeps priority and original entry time for reporting).
+    Queue(QueueId),
+    /// Forward to an external number.
+    Number(String),
+}
+
+/// Why an escalation step fires and what it does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum EscalationAction {
+    /// Lower every minimum proficiency of the contact's requirement by this many levels
+    /// (never below 1: the skill itself stays required).
+    RelaxProficiency(u8),
+    /// Also offer to the members of these queues (their own skills are still checked).
+    AddQueueAgents(Vec<QueueId>),
+    /// Add this much to the contact's priority (capped at 999).
+    RaisePriority(u16),
+    /// Leave this queue for another queue.
+    OverflowQueue(QueueId),
+    /// Leave this queue for an external number.
+    OverflowNumber(String),
+    /// Ask the caller whether they want a callback (the shell answers with
+    /// `handle_callback_requested`); the contact stays queued.
+    OfferCallback,
+    /// Leave this queue for voicemail.
+    Voicemail,
+}
+
+/// One escalation step of a queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationStep {
+    /// Seconds since the contact entered the queue.
+    pub after_s: u64,
+    /// What to do then.
+    pub action: EscalationAction,
+}
+
+/// Position / wait-time announcements to waiting callers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnounceConfig {
+    /// Announce when the contact enters the queue.
+    pub on_entry: bool,
+    /// Repeat every this many seconds while waiting (0 = never).
+    pub every_s: u64,
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        AnnounceConfig { on_entry: true, every_s: 60 }
+    }
+}
+
+/// A queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Human-readable name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Agent selection strategy.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Skill requirement every contact of this queue has, e.g. `german >= 3 && billing`.
+    #[serde(default)]
+    pub skills: Option<SkillExpr>,
+    /// Queue weight for agents in several queues: a contact's wait counts `weight` times
+    /// when compared across queues (same priority). Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Wrap-up (after-contact work) time in seconds, per contact of this queue.
+    #[serde(default)]
+    pub wrap_up_s: u64,
+    /// How long an offer rings before it times out (seconds).
+    #[serde(default = "default_offer_timeout")]
+    pub offer_timeout_s: u64,
+    /// Maximum waiting contacts; further arrivals get `full_action`.
+    #[serde(default)]
+    pub max_waiting: Option<u32>,
+    /// What happens to arrivals when `max_waiting` is reached.
+    #[serde(default = "default_reject")]
+    pub full_action: Disposition,
+    /// What happens to arrivals when no member is logged in; `None` = queue anyway.
+    #[serde(default)]
+    pub no_agents_action: Option<Disposition>,
+    /// Service-level threshold in seconds (answered within it counts as in service level).
+    #[serde(default = "default_sl")]
+    pub service_level_s: u64,
+    /// Name of a `[business_hours.*]` calendar; `None` = always open.
+    #[serde(default)]
+    pub hours: Option<String>,
+    /// What happens to arrivals outside business hours.
+    #[serde(default = "default_reject")]
+    pub closed_action: Disposition,
+    /// Escalation steps, by time since entry.
+    #[serde(default)]
+    pub escalation: Vec<EscalationStep>,
+    /// Position / EWT announcements; `None` = none.
+    #[serde(default)]
+    pub announce: Option<AnnounceConfig>,
+    /// Handle time (seconds) assumed for EWT until real contacts have been measured.
+    #[serde(default = "default_aht")]
+    pub default_aht_s: u64,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+fn default_offer_timeout() -> u64 {
+    20
+}
+fn default_reject() -> Disposition {
+    Disposition::Reject
+}
+fn default_sl() -> u64 {
+    20
+}
+fn default_aht() -> u64 {
+    180
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            name: None,
+            strategy: Strategy::default(),
+            skills: None,
+            weight: default_weight(),
+            wrap_up_s: 0,
+            offer_timeout_s: default_offer_timeout(),
+            max_waiting: None,
+            full_action: default_reject(),
+            no_agents_action: None,
+            service_level_s: default_sl(),
+            hours: None,
+            closed_action: default_reject(),
+            escalation: Vec::new(),
+            announce: None,
+            default_aht_s: default_aht(),
+        }
+    }
+}
+
+/// An agent's membership in a queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Membership {
+    /// The queue.
+    pub queue: QueueId,
+    /// Position for the `linear` strategy (lower first) and `round_robin` order.
+    #[serde(default)]
+    pub order: u32,
+    /// Relative weight for `weighted_random` (default 1; 0 = never chosen by that strategy).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// Per-channel capacity and blending of an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capacity {
+    /// Concurrent calls (GLOSSARY: 1).
+    pub voice: u32,
+    /// Concurrent chats (GLOSSARY: 3).
+    pub chat: u32,
+    /// Concurrent mails (GLOSSARY: 5).
+    pub email: u32,
+    /// Concurrent tasks.
+    pub task: u32,
+    /// When true (the default), a call excludes every other channel and any other contact
+    /// excludes a call. When false, channels blend up to their own capacities.
+    pub voice_exclusive: bool,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity { voice: 1, chat: 3, email: 5, task: 1, voice_exclusive: true }
+    }
+}
+
+impl Capacity {
+    /// Capacity of one channel.
+    pub fn of(&self, channel: Channel) -> u32 {
+        match channel {
+            Channel::Voice => self.voice,
+            Channel::Chat => self.chat,
+            Channel::Email => self.email,
+            Channel::Task => self.task,
+        }
+    }
+}
+
+/// An agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Human-readable name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Skills with proficiency 1 (basic) ..= 5 (expert).
+    #[serde(default)]
+    pub skills: BTreeMap<SkillId, u8>,
+    /// Queue memberships. A bare queue key is accepted too (`queues = ["a", "b"]`).
+    #[serde(default, deserialize_with = "memberships_from_toml")]
+    pub queues: Vec<Membership>,
+    /// Per-channel capacity and blending.
+    #[serde(default)]
+    pub capacity: Capacity,
+}
+
+fn memberships_from_toml<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Membership>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Key(QueueId),
+        Full(Membership),
+    }
+    let entries: Vec<Entry> = Vec::deserialize(d)?;
+    Ok(entries
+        .into_iter()
+        .map(|e| match e {
+            Entry::Key(queue) => Membership { queue, order: 0, weight: 1 },
+            Entry::Full(m) => m,
+        })
+        .collect())
+}
+
+/// A business-hours calendar in an IANA time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessHours {
+    /// IANA time zone, e.g. `Europe/Berlin`.
+    pub time_zone: String,
+    /// Opening ranges per weekday (`mon` .. `sun`), each `"HH:MM-HH:MM"` in local time.
+    #[serde(default)]
+    pub weekly: BTreeMap<String, Vec<String>>,
+    /// Closed all day on these local dates (`YYYY-MM-DD`).
+    #[serde(default)]
+    pub holidays: Vec<String>,
+}
+
+impl RoutingConfig {
+    /// Parses TOML text; errors name `file_name`, the line and the field.
+    pub fn from_toml_str(text: &str, file_name: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column) = match e.span() {
+                Some(span) => line_col(text, span.start),
+                None => (0, 0),
+            };
+            ConfigError::Parse {
+                file: file_name.to_owned(),
+                line,
+                column,
+                message: e.message().to_owned(),
+            }
+        })
+    }
+
+    /// Parses and validates in one go.
+    pub fn load(text: &str, file_name: &str) -> Result<Self, ConfigError> {
+        let config = Self::from_toml_str(text, file_name)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks cross-references and value ranges; the message names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let skill_known = |field: &str, expr: &SkillExpr| -> Result<(), ConfigError> {
+            for skill in expr.skills() {
+                if !self.skills.contains_key(skill) {
+                    return Err(ConfigError::invalid(
+                        field,
+                        format!("unknown skill `{skill}` (add it under [skills])"),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let queue_known = |field: &str, q: &QueueId| -> Result<(), ConfigError> {
+            if self.queues.contains_key(q) {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(field, format!("unknown queue `{q}`")))
+            }
+        };
+        let disposition_ok = |field: &str, d: &Disposition| -> Result<(), ConfigError> {
+            match d {
+                Disposition::Queue(q) => queue_known(field, q),
+                _ => Ok(()),
+            }
+        };
+        for (qid, q) in &self.queues {
+            let f = |name: &str| format!("queues.{qid}.{name}");
+            if let Some(expr) = &q.skills {
+                skill_known(&f("skills"), expr)?;
+            }
+            if q.offer_timeout_s == 0 {
+                return Err(ConfigError::invalid(f("offer_timeout_s"), "must be at least 1 second"));
+            }
+            disposition_ok(&f("full_action"), &q.full_action)?;
+            disposition_ok(&f("closed_action"), &q.closed_action)?;
+            if let Some(d) = &q.no_agents_action {
+                disposition_ok(&f("no_agents_action"), d)?;
+            }
+            if let Some(h) = &q.hours
+                && !self.business_hours.contains_key(h)
+            {
+                return Err(ConfigError::invalid(f("hours"), format!("unknown business_hours `{h}`")));
+            }
+            for (i, step) in q.escalation.iter().enumerate() {
+                let field = format!("queues.{qid}.escalation[{i}].action");
+                match &step.action {
+                    EscalationAction::AddQueueAgents(qs) => {
+                        for other in qs {
+                            queue_known(&field, other)?;
+                        }
+                    }
+                    EscalationAction::OverflowQueue(other) => {
+                        queue_known(&field, other)?;
+                        if other == qid {
+                            return Err(ConfigError::invalid(field, "a queue cannot overflow to itself"));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (aid, a) in &self.agents {
+            for (skill, level) in &a.skills {
+                let field = format!("agents.{aid}.skills.{skill}");
+                if !self.skills.contains_key(skill) {
+                    return Err(ConfigError::invalid(field, format!("unknown skill `{skill}`")));
+                }
+                if !(1..=5).contains(level) {
+                    return Err(ConfigError::invalid(field, format!("proficiency {level} is not in 1..=5")));
+                }
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for m in &a.queues {
+                queue_known(&format!("agents.{aid}.queues"), &m.queue)?;
+                if !seen.insert(&m.queue) {
+                    return Err(ConfigError::invalid(
+                        format!("agents.{aid}.queues"),
+                        format!("queue `{}` listed twice", m.queue),
+                    ));
+                }
+            }
+        }
+        for (name, hours) in &self.business_hours {
+            crate::hours::CompiledHours::compile(hours)
+                .map_err(|msg| ConfigError::invalid(format!("business_hours.{name}"), msg))?;
+        }
+        if !(0.0..=1.0).contains(&self.settings.aht_smoothing) {
+            return Err(ConfigError::invalid("settings.aht_smoothing", "must be within 0..=1"));
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
