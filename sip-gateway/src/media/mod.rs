@@ -1,0 +1,32 @@
+//! Media: the anchored RTP relay that carries the audio of bridged calls.
+//!
+//! Every call's RTP passes through zentrale (DESIGN.md, "Media is anchored") so that
+//! music, recording, whisper and quality statistics are always possible. For a plain
+//! bridged call the relay is a zero-copy forward between two sockets per call.
+//!
+//! # Layout
+//! - [`ports`]: the even/odd RTP/RTCP port pairs of the configured range.
+//! - [`rtp`]: RTP/RTCP header checks and RFC 3550 receive statistics, without I/O.
+//! - [`relay`]: configuration, the [`MediaRelay`] handle, commands and [`MediaEvent`]s.
+//! - `worker`: the per-thread epoll loops that move the packets.
+//!
+//! # Design
+//! A few worker threads, each owning the sockets of a share of the calls, drain readable
+//! sockets with batched `recvmmsg`/`sendmmsg` into buffers allocated once: no allocation,
+//! lock or copy per packet. Signalling code (async) controls the relay through a command
+//! channel and receives events (latching, RTP timeout, removal) on a tokio channel.
+//! Latching (symmetric RTP) makes NATed phones work: a leg sends to wherever its peer's
+//! packets come from, but only packets that look like RTP with a negotiated payload type
+//! may latch, and an active source cannot be displaced until it has been silent.
+
+pub mod ports;
+pub mod relay;
+pub mod rtp;
+mod worker;
+
+pub use ports::{PortAllocator, PortError, PortPair};
+pub use relay::{
+    CallMedia, CallStats, IoMode, Leg, LegSetup, LegStats, MediaError, MediaEvent, MediaRelay,
+    MediaSessionId, RelayConfig,
+};
+pub use rtp::PayloadTypes;
