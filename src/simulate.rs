@@ -104,7 +104,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     print!("{}", report.to_text());
     if !staffing.is_empty() {
         println!();
-        println!("Erlang C staffing for the peak hour (80 % of contacts within the queue's threshold, occupancy ≤ 90 %):");
+        println!(
+            "Erlang C staffing for the peak hour (80 % of contacts within the queue's threshold, occupancy ≤ 90 %):"
+        );
         for line in staffing {
             println!("  {line}");
         }
@@ -119,13 +121,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
 }
 
 /// One line per queue: the agents Erlang C asks for at the queue's peak hour.
-fn staffing_hints(
-    routing: &RoutingConfig,
-    sim: &acd_core::sim::SimulationConfig,
-) -> Vec<String> {
+fn staffing_hints(routing: &RoutingConfig, sim: &acd_core::sim::SimulationConfig) -> Vec<String> {
     let mut out = Vec::new();
     for (id, traffic) in &sim.queues {
-        let Some(q) = routing.queues.get(id) else { continue };
+        let Some(q) = routing.queues.get(id) else {
+            continue;
+        };
         let peak = match (&traffic.contacts_per_hour, &traffic.hourly_profile) {
             (Some(v), _) => *v,
             (None, Some(p)) => p.iter().copied().fold(0.0, f64::max),
