@@ -44,7 +44,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid { field: field.into(), message: message.into() }
+        ConfigError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -199,7 +202,10 @@ pub struct AnnounceConfig {
 
 impl Default for AnnounceConfig {
     fn default() -> Self {
-        AnnounceConfig { on_entry: true, every_s: 60 }
+        AnnounceConfig {
+            on_entry: true,
+            every_s: 60,
+        }
     }
 }
 
@@ -326,7 +332,13 @@ pub struct Capacity {
 
 impl Default for Capacity {
     fn default() -> Self {
-        Capacity { voice: 1, chat: 3, email: 5, task: 1, voice_exclusive: true }
+        Capacity {
+            voice: 1,
+            chat: 3,
+            email: 5,
+            task: 1,
+            voice_exclusive: true,
+        }
     }
 }
 
@@ -360,7 +372,9 @@ pub struct AgentConfig {
     pub capacity: Capacity,
 }
 
-fn memberships_from_toml<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Membership>, D::Error> {
+fn memberships_from_toml<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Membership>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Entry {
@@ -371,7 +385,11 @@ fn memberships_from_toml<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<M
     Ok(entries
         .into_iter()
         .map(|e| match e {
-            Entry::Key(queue) => Membership { queue, order: 0, weight: 1 },
+            Entry::Key(queue) => Membership {
+                queue,
+                order: 0,
+                weight: 1,
+            },
             Entry::Full(m) => m,
         })
         .collect())
@@ -447,7 +465,10 @@ impl RoutingConfig {
                 skill_known(&f("skills"), expr)?;
             }
             if q.offer_timeout_s == 0 {
-                return Err(ConfigError::invalid(f("offer_timeout_s"), "must be at least 1 second"));
+                return Err(ConfigError::invalid(
+                    f("offer_timeout_s"),
+                    "must be at least 1 second",
+                ));
             }
             disposition_ok(&f("full_action"), &q.full_action)?;
             disposition_ok(&f("closed_action"), &q.closed_action)?;
@@ -457,7 +478,10 @@ impl RoutingConfig {
             if let Some(h) = &q.hours
                 && !self.business_hours.contains_key(h)
             {
-                return Err(ConfigError::invalid(f("hours"), format!("unknown business_hours `{h}`")));
+                return Err(ConfigError::invalid(
+                    f("hours"),
+                    format!("unknown business_hours `{h}`"),
+                ));
             }
             for (i, step) in q.escalation.iter().enumerate() {
                 let field = format!("queues.{qid}.escalation[{i}].action");
@@ -470,7 +494,10 @@ impl RoutingConfig {
                     EscalationAction::OverflowQueue(other) => {
                         queue_known(&field, other)?;
                         if other == qid {
-                            return Err(ConfigError::invalid(field, "a queue cannot overflow to itself"));
+                            return Err(ConfigError::invalid(
+                                field,
+                                "a queue cannot overflow to itself",
+                            ));
                         }
                     }
                     _ => {}
@@ -481,10 +508,16 @@ impl RoutingConfig {
             for (skill, level) in &a.skills {
                 let field = format!("agents.{aid}.skills.{skill}");
                 if !self.skills.contains_key(skill) {
-                    return Err(ConfigError::invalid(field, format!("unknown skill `{skill}`")));
+                    return Err(ConfigError::invalid(
+                        field,
+                        format!("unknown skill `{skill}`"),
+                    ));
                 }
                 if !(1..=5).contains(level) {
-                    return Err(ConfigError::invalid(field, format!("proficiency {level} is not in 1..=5")));
+                    return Err(ConfigError::invalid(
+                        field,
+                        format!("proficiency {level} is not in 1..=5"),
+                    ));
                 }
             }
             let mut seen = std::collections::BTreeSet::new();
@@ -503,7 +536,10 @@ impl RoutingConfig {
                 .map_err(|msg| ConfigError::invalid(format!("business_hours.{name}"), msg))?;
         }
         if !(0.0..=1.0).contains(&self.settings.aht_smoothing) {
-            return Err(ConfigError::invalid("settings.aht_smoothing", "must be within 0..=1"));
+            return Err(ConfigError::invalid(
+                "settings.aht_smoothing",
+                "must be within 0..=1",
+            ));
         }
         Ok(())
     }

@@ -33,7 +33,9 @@ impl CompiledHours {
         let mut weekly: [Vec<(u16, u16)>; 7] = Default::default();
         for (day, ranges) in &hours.weekly {
             let Some(i) = WEEKDAYS.iter().position(|d| d == day) else {
-                return Err(format!("weekly.{day}: expected one of mon, tue, wed, thu, fri, sat, sun"));
+                return Err(format!(
+                    "weekly.{day}: expected one of mon, tue, wed, thu, fri, sat, sun"
+                ));
             };
             for range in ranges {
                 let parsed = parse_range(range).ok_or_else(|| {
@@ -48,7 +50,11 @@ impl CompiledHours {
                 .map_err(|_| format!("holidays: `{h}` is not a YYYY-MM-DD date"))?;
             holidays.insert(date);
         }
-        Ok(CompiledHours { tz, weekly, holidays })
+        Ok(CompiledHours {
+            tz,
+            weekly,
+            holidays,
+        })
     }
 
     /// Whether the calendar is open at `now`.
@@ -65,7 +71,9 @@ impl CompiledHours {
         let day = local.weekday().num_days_from_monday() as usize;
         // Minutes fit in u16: at most 24 * 60.
         let minute = (local.hour() * 60 + local.minute()) as u16;
-        self.weekly[day].iter().any(|&(start, end)| start <= minute && minute < end)
+        self.weekly[day]
+            .iter()
+            .any(|&(start, end)| start <= minute && minute < end)
     }
 }
 
@@ -94,7 +102,10 @@ mod tests {
     fn berlin_office() -> CompiledHours {
         let mut weekly = BTreeMap::new();
         for d in ["mon", "tue", "wed", "thu", "fri"] {
-            weekly.insert(d.to_owned(), vec!["08:00-12:00".to_owned(), "13:00-18:00".to_owned()]);
+            weekly.insert(
+                d.to_owned(),
+                vec!["08:00-12:00".to_owned(), "13:00-18:00".to_owned()],
+            );
         }
         CompiledHours::compile(&BusinessHours {
             time_zone: "Europe/Berlin".into(),
@@ -105,7 +116,10 @@ mod tests {
     }
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> Timestamp {
-        let t = chrono::Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).single().expect("valid utc");
+        let t = chrono::Utc
+            .with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .single()
+            .expect("valid utc");
         Timestamp::from_millis(u64::try_from(t.timestamp_millis()).expect("after 1970"))
     }
 

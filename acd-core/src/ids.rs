@@ -1,12 +1,14 @@
 //! Identifiers, time and channels: the small value types every other module speaks in.
 //!
-//! Configuration keys (`QueueId`, `AgentId`, `SkillId`) are strings because they are the
+//! Configuration keys (`QueueId`, `AgentId`, `SkillId`) are strings (shared `Arc<str>`, so
+//! the ids in every emitted action are a reference-count bump, not an allocation) because they are the
 //! stable names an admin writes in TOML and crm-api stores (its UUIDs as text). Contact and
 //! offer ids are UUIDs because they must be globally unique across nodes (DESIGN.md,
 //! "Scaling out"). Inside the engine everything is interned to dense `u32` indices; these
 //! types are only the public edge.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -16,12 +18,12 @@ macro_rules! string_id {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Creates the id from its configuration key.
-            pub fn new(key: impl Into<String>) -> Self {
-                Self(key.into())
+            pub fn new(key: impl AsRef<str>) -> Self {
+                Self(Arc::from(key.as_ref()))
             }
 
             /// The configuration key.
@@ -38,13 +40,19 @@ macro_rules! string_id {
 
         impl From<&str> for $name {
             fn from(key: &str) -> Self {
-                Self(key.to_owned())
+                Self(Arc::from(key))
             }
         }
 
         impl From<String> for $name {
             fn from(key: String) -> Self {
-                Self(key)
+                Self(Arc::from(key))
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
             }
         }
     };
@@ -115,7 +123,9 @@ uuid_id!(
 ///
 /// The engine never reads a clock; every input carries `now`. Durations are plain `u64`
 /// milliseconds (names end in `_ms`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub u64);
 

@@ -37,7 +37,14 @@ pub struct NewContact {
 impl NewContact {
     /// A contact with priority 0, no extra requirement and no attributes.
     pub fn new(id: ContactId, queue: QueueId, channel: Channel) -> Self {
-        NewContact { id, queue, channel, priority: 0, requirement: None, attributes: BTreeMap::new() }
+        NewContact {
+            id,
+            queue,
+            channel,
+            priority: 0,
+            requirement: None,
+            attributes: BTreeMap::new(),
+        }
     }
 }
 

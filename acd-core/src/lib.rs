@@ -53,7 +53,7 @@ pub use engine::Engine;
 pub use error::EngineError;
 pub use ids::{AgentId, Channel, ContactId, OfferId, QueueId, SkillId, Timestamp};
 pub use io::{
-    Action, AgentState, CancelReason, Input, NewContact, OverflowTarget, QueueLogEvent, QueueLogKind,
-    RefusalReason, RejectKind,
+    Action, AgentState, CancelReason, Input, NewContact, OverflowTarget, QueueLogEvent,
+    QueueLogKind, RefusalReason, RejectKind,
 };
 pub use skill_expr::SkillExpr;

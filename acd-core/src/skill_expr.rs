@@ -78,12 +78,17 @@ impl SkillExpr {
     /// Compiles against a skill index; `None` if a skill is unknown to `index`.
     pub fn compile(&self, index: &impl Fn(&SkillId) -> Option<u32>) -> Option<CompiledExpr> {
         Some(match self {
-            SkillExpr::Has { skill, min } => CompiledExpr::Has { skill: index(skill)?, min: *min },
+            SkillExpr::Has { skill, min } => CompiledExpr::Has {
+                skill: index(skill)?,
+                min: *min,
+            },
             SkillExpr::Not(e) => CompiledExpr::Not(Box::new(e.compile(index)?)),
             SkillExpr::And(es) => {
                 CompiledExpr::And(es.iter().map(|e| e.compile(index)).collect::<Option<_>>()?)
             }
-            SkillExpr::Or(es) => CompiledExpr::Or(es.iter().map(|e| e.compile(index)).collect::<Option<_>>()?),
+            SkillExpr::Or(es) => {
+                CompiledExpr::Or(es.iter().map(|e| e.compile(index)).collect::<Option<_>>()?)
+            }
         })
     }
 
@@ -109,7 +114,11 @@ impl fmt::Display for SkillExpr {
                 _ => write!(f, "!({e})"),
             },
             SkillExpr::And(es) | SkillExpr::Or(es) => {
-                let op = if matches!(self, SkillExpr::And(_)) { " && " } else { " || " };
+                let op = if matches!(self, SkillExpr::And(_)) {
+                    " && "
+                } else {
+                    " || "
+                };
                 for (i, e) in es.iter().enumerate() {
                     if i > 0 {
                         f.write_str(op)?;
@@ -186,9 +195,13 @@ impl CompiledExpr {
     /// the `best_skill_match` strategy.
     pub fn score(&self, levels: &[u8]) -> u32 {
         match self {
-            CompiledExpr::Has { skill, .. } => u32::from(levels.get(*skill as usize).copied().unwrap_or(0)),
+            CompiledExpr::Has { skill, .. } => {
+                u32::from(levels.get(*skill as usize).copied().unwrap_or(0))
+            }
             CompiledExpr::Not(_) => 0,
-            CompiledExpr::And(es) | CompiledExpr::Or(es) => es.iter().map(|e| e.score(levels)).sum(),
+            CompiledExpr::And(es) | CompiledExpr::Or(es) => {
+                es.iter().map(|e| e.score(levels)).sum()
+            }
         }
     }
 }
@@ -200,12 +213,19 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn error(&self, message: &str) -> SkillExprError {
-        SkillExprError::Syntax { text: self.text.to_owned(), offset: self.pos, message: message.to_owned() }
+        SkillExprError::Syntax {
+            text: self.text.to_owned(),
+            offset: self.pos,
+            message: message.to_owned(),
+        }
     }
 
     fn skip_ws(&mut self) {
         while self.text[self.pos..].starts_with(|c: char| c.is_whitespace()) {
-            self.pos += self.text[self.pos..].chars().next().map_or(1, char::len_utf8);
+            self.pos += self.text[self.pos..]
+                .chars()
+                .next()
+                .map_or(1, char::len_utf8);
         }
     }
 
@@ -224,7 +244,11 @@ impl Parser<'_> {
         while self.eat("||") {
             items.push(self.and()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { SkillExpr::Or(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            SkillExpr::Or(items)
+        })
     }
 
     fn and(&mut self) -> Result<SkillExpr, SkillExprError> {
@@ -232,7 +256,11 @@ impl Parser<'_> {
         while self.eat("&&") {
             items.push(self.unary()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { SkillExpr::And(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            SkillExpr::And(items)
+        })
     }
 
     fn unary(&mut self) -> Result<SkillExpr, SkillExprError> {
@@ -268,7 +296,9 @@ impl Parser<'_> {
             1
         };
         if min == 0 {
-            return Err(self.error("a minimum proficiency must be 1..=5 (use `!skill` for lacking it)"));
+            return Err(
+                self.error("a minimum proficiency must be 1..=5 (use `!skill` for lacking it)")
+            );
         }
         Ok(SkillExpr::Has { skill, min })
     }
@@ -276,8 +306,12 @@ impl Parser<'_> {
     fn number(&mut self) -> Result<u8, SkillExprError> {
         self.skip_ws();
         let rest = &self.text[self.pos..];
-        let len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        let n = rest[..len].parse::<u8>().map_err(|_| self.error("expected a proficiency 0..=255"))?;
+        let len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n = rest[..len]
+            .parse::<u8>()
+            .map_err(|_| self.error("expected a proficiency 0..=255"))?;
         self.pos += len;
         Ok(n)
     }
@@ -289,7 +323,12 @@ mod tests {
 
     fn levels(pairs: &[(&str, u8)]) -> impl Fn(&SkillId) -> u8 {
         let owned: Vec<(String, u8)> = pairs.iter().map(|(s, l)| ((*s).to_owned(), *l)).collect();
-        move |s: &SkillId| owned.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, l)| *l)
+        move |s: &SkillId| {
+            owned
+                .iter()
+                .find(|(k, _)| k == s.as_str())
+                .map_or(0, |(_, l)| *l)
+        }
     }
 
     #[test]
@@ -317,7 +356,14 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["a", "a >= 3", "!a", "a && (b || !c)", "(a && b) || c >= 2", "!(a || b)"] {
+        for text in [
+            "a",
+            "a >= 3",
+            "!a",
+            "a && (b || !c)",
+            "(a && b) || c >= 2",
+            "!(a || b)",
+        ] {
             let e = SkillExpr::parse(text).expect("valid");
             let again = SkillExpr::parse(&e.to_string()).expect("display parses");
             assert_eq!(e, again, "{text} -> {e}");
@@ -326,7 +372,9 @@ mod tests {
 
     #[test]
     fn errors_point_at_the_problem() {
-        for bad in ["", "a &&", "(a", "a >= x", "a b", "a >= 0", "&&", "a >= 300"] {
+        for bad in [
+            "", "a &&", "(a", "a >= x", "a b", "a >= 0", "&&", "a >= 300",
+        ] {
             assert!(SkillExpr::parse(bad).is_err(), "{bad:?} should not parse");
         }
         let Err(SkillExprError::Syntax { offset, .. }) = SkillExpr::parse("a && (b") else {
@@ -338,7 +386,9 @@ mod tests {
     #[test]
     fn compiled_relax_keeps_the_skill_required() {
         let e = SkillExpr::parse("a >= 4").expect("valid");
-        let c = e.compile(&|s: &SkillId| (s.as_str() == "a").then_some(0)).expect("known");
+        let c = e
+            .compile(&|s: &SkillId| (s.as_str() == "a").then_some(0))
+            .expect("known");
         assert!(!c.eval(&[2], 0));
         assert!(c.eval(&[2], 2));
         assert!(!c.eval(&[0], 5), "relaxing never drops the skill itself");

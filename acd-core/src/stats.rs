@@ -92,7 +92,8 @@ pub struct QueueCounters {
 impl QueueCounters {
     /// Service level in 0..=1, `None` before any contact ended.
     pub fn service_level(&self) -> Option<f64> {
-        let ended = (self.answered + self.abandoned + self.overflowed).saturating_sub(self.short_abandoned);
+        let ended =
+            (self.answered + self.abandoned + self.overflowed).saturating_sub(self.short_abandoned);
         (ended > 0).then(|| self.answered_within_sl as f64 / ended as f64)
     }
 
@@ -108,7 +109,8 @@ impl QueueCounters {
 
     /// Abandoned (excluding short) ÷ offered.
     pub fn abandon_rate(&self) -> Option<f64> {
-        (self.offered > 0).then(|| (self.abandoned - self.short_abandoned) as f64 / self.offered as f64)
+        (self.offered > 0)
+            .then(|| (self.abandoned - self.short_abandoned) as f64 / self.offered as f64)
     }
 }
 
@@ -252,7 +254,11 @@ impl IntervalAggregator {
         let Some(queue) = &event.queue else {
             return;
         };
-        let threshold = self.thresholds_ms.get(queue).copied().unwrap_or(self.default_threshold_ms);
+        let threshold = self
+            .thresholds_ms
+            .get(queue)
+            .copied()
+            .unwrap_or(self.default_threshold_ms);
         let short = self.short_abandon_ms;
         match &event.kind {
             QueueLogKind::Enter { .. } => self.bucket(queue, event.at).offered += 1,
@@ -289,7 +295,10 @@ impl IntervalAggregator {
                 }
             }
             QueueLogKind::WrapUpEnd { wrap_up_ms } => {
-                let talk = event.contact.and_then(|c| self.talk_ms.remove(&c)).unwrap_or(0);
+                let talk = event
+                    .contact
+                    .and_then(|c| self.talk_ms.remove(&c))
+                    .unwrap_or(0);
                 let b = self.bucket(queue, event.at);
                 b.handled += 1;
                 b.handle_ms += talk + wrap_up_ms;
@@ -302,7 +311,11 @@ impl IntervalAggregator {
     pub fn intervals(&self) -> Vec<IntervalStats> {
         self.buckets
             .iter()
-            .map(|((q, start), c)| IntervalStats { queue: Some(q.clone()), start: *start, counters: *c })
+            .map(|((q, start), c)| IntervalStats {
+                queue: Some(q.clone()),
+                start: *start,
+                counters: *c,
+            })
             .collect()
     }
 }

@@ -1,0 +1,220 @@
+//! The engine's internal tables: interned queues and agents, contacts, offers and timers.
+//!
+//! Everything here is keyed by dense `u32` indices so the routing path touches arrays and
+//! small ordered sets, never strings. Public ids appear only at the edges (inputs, actions).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{AnnounceConfig, Disposition, Strategy};
+use crate::hours::CompiledHours;
+use crate::ids::{AgentId, Channel, ContactId, OfferId, QueueId, Timestamp};
+use crate::io::AgentState;
+use crate::skill_expr::{CompiledExpr, SkillExpr};
+use crate::stats::{QueueCounters, TimePerState};
+
+/// Hash maps keyed by ids: foldhash with a fixed seed, so iteration order (never used
+/// for decisions, but for tests) is reproducible and hashing a UUID is a few ns.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
+/// Order of a waiting list: priority descending, then entry time, then arrival sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct WaitKey {
+    /// `MAX_PRIORITY - priority`, so ascending order serves the highest priority first.
+    pub prio_rev: u16,
+    pub entered: u64,
+    pub seq: u64,
+}
+
+/// An escalation step compiled to indices.
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    Relax(u8),
+    AddQueues(Vec<u32>),
+    RaisePriority(u16),
+    Overflow(Disposition),
+    OfferCallback,
+}
+
+#[derive(Debug)]
+pub(crate) struct Queue {
+    pub id: QueueId,
+    pub strategy: Strategy,
+    pub requirement: Option<CompiledExpr>,
+    pub weight: u32,
+    pub wrap_up_ms: u64,
+    pub offer_timeout_ms: u64,
+    pub max_waiting: Option<u32>,
+    pub full_action: Disposition,
+    pub no_agents_action: Option<Disposition>,
+    pub sl_ms: u64,
+    pub hours: Option<CompiledHours>,
+    pub closed_action: Disposition,
+    /// (after ms, step), sorted by time.
+    pub escalation: Vec<(u64, Step)>,
+    pub announce: Option<AnnounceConfig>,
+    /// Waiting contacts listed here (home ones and ones added by escalation), in service order.
+    pub waiting: BTreeMap<WaitKey, ContactId>,
+    /// Available members in strategy order: (strategy key, agent index).
+    pub available: BTreeSet<(u128, u32)>,
+    pub members: Vec<u32>,
+    /// Contacts whose home is this queue: waiting (incl. callbacks) and ringing.
+    pub home_waiting: u32,
+    pub home_ringing: u32,
+    pub logged_in_members: u32,
+    pub serving_members: u32,
+    /// Round-robin memory: key of the member offered last.
+    pub rr_last: Option<u128>,
+    pub counters: QueueCounters,
+    pub recent_aht_ms: f64,
+    pub announce_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub queue: u32,
+    pub order: u32,
+    pub weight: u32,
+    /// The key under which the agent sits in the queue's `available` set, if it does.
+    pub key: Option<u128>,
+    pub handled: u64,
+    pub talk_ms: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Agent {
+    pub id: AgentId,
+    pub levels: Vec<u8>,
+    pub capacity: [u32; 4],
+    pub voice_exclusive: bool,
+    pub members: Vec<Member>,
+    pub logged_in: bool,
+    pub paused: Option<String>,
+    pub delay_until: Timestamp,
+    pub idle_since: Timestamp,
+    /// Slots in use per channel (ringing + connected + wrap-up).
+    pub active: [u32; 4],
+    pub ringing: u32,
+    pub busy: u32,
+    pub wrapping: u32,
+    pub no_answer_streak: u32,
+    pub handled: u64,
+    pub state: AgentState,
+    pub state_since: Timestamp,
+    pub time: TimePerState,
+    /// Whether the agent sits in its queues' `available` sets.
+    pub indexed: bool,
+    /// Load (`total_active`) when the strategy keys were computed; a change re-keys.
+    pub indexed_load: u32,
+    /// Queued for routing/state refresh in the current settle pass.
+    pub dirty: bool,
+}
+
+impl Agent {
+    pub fn total_active(&self) -> u32 {
+        self.active.iter().sum()
+    }
+
+    /// Whether one more contact of `channel` fits (capacity and voice exclusivity).
+    pub fn has_room(&self, channel: Channel) -> bool {
+        let c = channel.index();
+        if self.active[c] >= self.capacity[c] {
+            return false;
+        }
+        if self.voice_exclusive {
+            let voice = Channel::Voice.index();
+            if channel == Channel::Voice {
+                return self.total_active() == 0;
+            }
+            return self.active[voice] == 0;
+        }
+        true
+    }
+
+    pub fn has_room_any(&self) -> bool {
+        Channel::ALL.iter().any(|&c| self.has_room(c))
+    }
+
+    pub fn summary_state(&self) -> AgentState {
+        if !self.logged_in {
+            AgentState::LoggedOut
+        } else if self.ringing > 0 {
+            AgentState::Reserved
+        } else if self.busy > 0 {
+            AgentState::Busy
+        } else if self.wrapping > 0 {
+            AgentState::WrapUp
+        } else if let Some(reason) = &self.paused {
+            AgentState::Paused { reason: reason.clone() }
+        } else {
+            AgentState::Available
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Waiting,
+    Offered,
+    Connected,
+}
+
+#[derive(Debug)]
+pub(crate) struct Contact {
+    pub id: ContactId,
+    pub queue: u32,
+    pub channel: Channel,
+    pub priority: u16,
+    pub entered: Timestamp,
+    pub key: WaitKey,
+    pub requirement_text: Option<SkillExpr>,
+    pub requirement: Option<CompiledExpr>,
+    pub relax: u8,
+    /// Queues whose waiting list shows this contact while it waits (home first).
+    pub listed_in: Vec<u32>,
+    pub phase: Phase,
+    pub callback: bool,
+    /// Ringing offers (several only under ring-all).
+    pub offers: Vec<OfferId>,
+    pub agent: Option<u32>,
+    /// The queue whose member took the contact (differs from `queue` after "add queue agents").
+    pub queue_served: u32,
+    pub connected_at: Timestamp,
+    pub next_step: usize,
+    /// Bumped whenever the contact enters a queue, so stale escalation timers are ignored.
+    pub episode: u32,
+    pub dirty: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Offer {
+    pub contact: ContactId,
+    pub agent: u32,
+    pub queue: u32,
+    pub channel: Channel,
+    pub created: Timestamp,
+}
+
+/// A finished conversation in after-contact work, held by the agent's slot.
+#[derive(Debug, Clone)]
+pub(crate) struct WrapUp {
+    pub agent: u32,
+    /// The contact's home queue (its statistics).
+    pub queue: u32,
+    /// The queue whose member served it (the member's talk time).
+    pub served: u32,
+    pub channel: Channel,
+    pub talk_ms: u64,
+    pub started: Timestamp,
+    pub until: Timestamp,
+}
+
+/// A deadline. Timers are never removed from the heap; each is checked against current
+/// state when it fires (lazy deletion), which keeps every other path free of heap surgery.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    OfferExpiry(OfferId),
+    WrapUpEnd(ContactId, u32),
+    AgentDelayEnd(u32),
+    Escalation(ContactId, u32, usize),
+    Announce(u32),
+}
