@@ -29,6 +29,7 @@
 //! validation can answer what parsing could only half understand. What crates do well we take
 //! from crates: `bytes`, `memchr`, `smallvec`, and `md-5`/`sha2`/`hmac` for digest.
 
+pub mod auth;
 pub mod header;
 pub mod message;
 pub mod uri;
