@@ -23,7 +23,10 @@ fn examples() -> Vec<(String, String)> {
         }
     }
     out.sort();
-    assert!(out.len() >= 3, "expected the helpdesk, multi-skill and blended examples: {out:?}");
+    assert!(
+        out.len() >= 3,
+        "expected the helpdesk, multi-skill and blended examples: {out:?}"
+    );
     out
 }
 
@@ -35,7 +38,10 @@ fn every_example_parses_and_validates() {
         assert!(!routing.queues.is_empty(), "{name}: no queues");
         assert!(!sim.queues.is_empty(), "{name}: no simulated traffic");
         for q in sim.queues.keys() {
-            assert!(routing.queues.contains_key(q), "{name}: simulated queue {q} not configured");
+            assert!(
+                routing.queues.contains_key(q),
+                "{name}: simulated queue {q} not configured"
+            );
         }
     }
 }
@@ -49,30 +55,61 @@ fn every_example_simulates_an_hour() {
             .and_then(Simulation::run)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(report.contacts > 0, "{name}: no contacts arrived");
-        let totals: Vec<_> = report.rows.iter().filter(|r| r.interval.is_none()).collect();
+        let totals: Vec<_> = report
+            .rows
+            .iter()
+            .filter(|r| r.interval.is_none())
+            .collect();
         let offered: u64 = totals.iter().map(|r| r.observed.offered).sum();
         let answered: u64 = totals.iter().map(|r| r.observed.answered).sum();
-        assert!(offered > 0 && answered > 0, "{name}: offered {offered}, answered {answered}");
+        assert!(
+            offered > 0 && answered > 0,
+            "{name}: offered {offered}, answered {answered}"
+        );
         assert!(!report.to_text().is_empty());
     }
 }
 
 #[test]
 fn bad_simulation_value_names_file_line_and_field() {
-    let (name, text) = examples().into_iter().find(|(n, _)| n == "helpdesk.toml").unwrap();
+    let (name, text) = examples()
+        .into_iter()
+        .find(|(n, _)| n == "helpdesk.toml")
+        .unwrap();
     let bad = text.replacen("talk_time_secs = 300", "talk_time_sec = 300", 1);
-    let line = bad.lines().position(|l| l.starts_with("talk_time_sec =")).unwrap() + 1;
+    let line = bad
+        .lines()
+        .position(|l| l.starts_with("talk_time_sec ="))
+        .unwrap()
+        + 1;
     let err = parse_simulation(&name, &bad).unwrap_err();
     let shown = err.to_string();
-    assert!(shown.starts_with(&format!("helpdesk.toml:{line}:")), "{shown}");
-    assert!(shown.contains("simulation.queues.support.talk_time_sec"), "{shown}");
+    assert!(
+        shown.starts_with(&format!("helpdesk.toml:{line}:")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("simulation.queues.support.talk_time_sec"),
+        "{shown}"
+    );
 }
 
 #[test]
 fn bad_routing_value_names_file_line_and_field() {
-    let (name, text) = examples().into_iter().find(|(n, _)| n == "helpdesk.toml").unwrap();
-    let bad = text.replacen("strategy = \"round_robin\"", "strategy = \"round_robbin\"", 1);
-    let line = bad.lines().position(|l| l.contains("round_robbin")).unwrap() + 1;
+    let (name, text) = examples()
+        .into_iter()
+        .find(|(n, _)| n == "helpdesk.toml")
+        .unwrap();
+    let bad = text.replacen(
+        "strategy = \"round_robin\"",
+        "strategy = \"round_robbin\"",
+        1,
+    );
+    let line = bad
+        .lines()
+        .position(|l| l.contains("round_robbin"))
+        .unwrap()
+        + 1;
     let err = RoutingConfig::load(&bad, &name).unwrap_err().to_string();
     assert!(err.starts_with(&format!("helpdesk.toml:{line}:")), "{err}");
     assert!(err.contains("round_robbin"), "{err}");
