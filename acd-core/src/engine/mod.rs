@@ -18,13 +18,15 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, Disposition, EscalationAction, RoutingConfig, Settings, Strategy};
+use crate::config::{
+    ConfigError, Disposition, EscalationAction, RoutingConfig, Settings, Strategy,
+};
 use crate::error::EngineError;
 use crate::hours::CompiledHours;
 use crate::ids::{AgentId, Channel, ContactId, OfferId, QueueId, SkillId, Timestamp};
 use crate::io::{
-    Action, AgentState, CancelReason, Input, MAX_PRIORITY, NewContact, QueueLogEvent, QueueLogKind, RefusalReason,
-    RejectKind,
+    Action, AgentState, CancelReason, Input, MAX_PRIORITY, NewContact, QueueLogEvent, QueueLogKind,
+    RefusalReason, RejectKind,
 };
 use crate::skill_expr::{CompiledExpr, SkillExpr};
 use crate::stats::{TimePerState, estimated_wait_ms};
@@ -118,26 +120,34 @@ impl Engine {
             queue_index.insert(id.clone(), i as u32);
         }
         let q_idx = |q: &QueueId| -> Result<u32, ConfigError> {
-            queue_index.get(q).copied().ok_or_else(|| ConfigError::Invalid {
-                field: "queues".into(),
-                message: format!("unknown queue `{q}`"),
-            })
+            queue_index
+                .get(q)
+                .copied()
+                .ok_or_else(|| ConfigError::Invalid {
+                    field: "queues".into(),
+                    message: format!("unknown queue `{q}`"),
+                })
         };
         let mut queues = Vec::with_capacity(config.queues.len());
         for (id, q) in &config.queues {
-            let hours = match &q.hours {
-                Some(name) => {
-                    let h = config.business_hours.get(name).ok_or_else(|| ConfigError::Invalid {
-                        field: format!("queues.{id}.hours"),
-                        message: format!("unknown business_hours `{name}`"),
-                    })?;
-                    Some(CompiledHours::compile(h).map_err(|message| ConfigError::Invalid {
-                        field: format!("business_hours.{name}"),
-                        message,
-                    })?)
-                }
-                None => None,
-            };
+            let hours =
+                match &q.hours {
+                    Some(name) => {
+                        let h = config.business_hours.get(name).ok_or_else(|| {
+                            ConfigError::Invalid {
+                                field: format!("queues.{id}.hours"),
+                                message: format!("unknown business_hours `{name}`"),
+                            }
+                        })?;
+                        Some(
+                            CompiledHours::compile(h).map_err(|message| ConfigError::Invalid {
+                                field: format!("business_hours.{name}"),
+                                message,
+                            })?,
+                        )
+                    }
+                    None => None,
+                };
             let mut escalation = Vec::new();
             for step in &q.escalation {
                 let compiled = match &step.action {
@@ -146,8 +156,12 @@ impl Engine {
                         Step::AddQueues(qs.iter().map(q_idx).collect::<Result<_, _>>()?)
                     }
                     EscalationAction::RaisePriority(p) => Step::RaisePriority(*p),
-                    EscalationAction::OverflowQueue(other) => Step::Overflow(Disposition::Queue(other.clone())),
-                    EscalationAction::OverflowNumber(n) => Step::Overflow(Disposition::Number(n.clone())),
+                    EscalationAction::OverflowQueue(other) => {
+                        Step::Overflow(Disposition::Queue(other.clone()))
+                    }
+                    EscalationAction::OverflowNumber(n) => {
+                        Step::Overflow(Disposition::Number(n.clone()))
+                    }
                     EscalationAction::OfferCallback => Step::OfferCallback,
                     EscalationAction::Voicemail => Step::Overflow(Disposition::Voicemail),
                 };
@@ -196,7 +210,14 @@ impl Engine {
             for m in &a.queues {
                 let q = q_idx(&m.queue)?;
                 queues[q as usize].members.push(i as u32);
-                members.push(Member { queue: q, order: m.order, weight: m.weight, key: None, handled: 0, talk_ms: 0 });
+                members.push(Member {
+                    queue: q,
+                    order: m.order,
+                    weight: m.weight,
+                    key: None,
+                    handled: 0,
+                    talk_ms: 0,
+                });
             }
             let c = &a.capacity;
             agents.push(Agent {
@@ -254,11 +275,17 @@ impl Engine {
     // ----- small helpers -------------------------------------------------------------
 
     fn queue_idx(&self, q: &QueueId) -> Result<u32, EngineError> {
-        self.queue_index.get(q).copied().ok_or_else(|| EngineError::UnknownQueue(q.clone()))
+        self.queue_index
+            .get(q)
+            .copied()
+            .ok_or_else(|| EngineError::UnknownQueue(q.clone()))
     }
 
     fn agent_idx(&self, a: &AgentId) -> Result<u32, EngineError> {
-        self.agent_index.get(a).copied().ok_or_else(|| EngineError::UnknownAgent(a.clone()))
+        self.agent_index
+            .get(a)
+            .copied()
+            .ok_or_else(|| EngineError::UnknownAgent(a.clone()))
     }
 
     fn q(&self, q: u32) -> &Queue {
@@ -299,7 +326,14 @@ impl Engine {
         self.timers.push(Reverse((at, self.timer_seq, timer)));
     }
 
-    fn log(&mut self, at: Timestamp, queue: Option<u32>, contact: Option<ContactId>, agent: Option<u32>, kind: QueueLogKind) {
+    fn log(
+        &mut self,
+        at: Timestamp,
+        queue: Option<u32>,
+        contact: Option<ContactId>,
+        agent: Option<u32>,
+        kind: QueueLogKind,
+    ) {
         let event = QueueLogEvent {
             at,
             queue: queue.map(|q| self.q(q).id.clone()),
@@ -329,7 +363,10 @@ impl Engine {
 
     fn routable(&self, a: u32, now: Timestamp) -> bool {
         let agent = self.a(a);
-        agent.logged_in && agent.paused.is_none() && now >= agent.delay_until && agent.has_room_any()
+        agent.logged_in
+            && agent.paused.is_none()
+            && now >= agent.delay_until
+            && agent.has_room_any()
     }
 
     /// The agent's position in a queue's available set under its strategy (lower first).
@@ -342,12 +379,17 @@ impl Engine {
         let least_loaded_longest_idle = (load << 64) | idle;
         match queue.strategy {
             Strategy::LongestIdle | Strategy::RingAll => least_loaded_longest_idle,
-            Strategy::RoundRobin | Strategy::Linear => (u128::from(member.order) << 32) | u128::from(a),
+            Strategy::RoundRobin | Strategy::Linear => {
+                (u128::from(member.order) << 32) | u128::from(a)
+            }
             Strategy::FewestContacts => (u128::from(member.handled) << 64) | idle,
             Strategy::LeastTalkTime => (u128::from(member.talk_ms) << 64) | idle,
             Strategy::BestSkillMatch => {
-                let score = queue.requirement.as_ref().map_or(0, |r| r.score(&agent.levels));
-                (u128::from(u32::MAX - score.min(u32::MAX)) << 96) | least_loaded_longest_idle
+                let score = queue
+                    .requirement
+                    .as_ref()
+                    .map_or(0, |r| r.score(&agent.levels));
+                (u128::from(u32::MAX - score) << 96) | least_loaded_longest_idle
             }
             Strategy::Random => u128::from(self.rng.random::<u64>()) << 64,
             Strategy::WeightedRandom => {
@@ -479,7 +521,9 @@ impl Engine {
     pub fn handle_input(&mut self, now: Timestamp, input: Input) -> Result<(), EngineError> {
         match input {
             Input::NewContact(c) => self.handle_new_contact(now, c),
-            Input::PriorityChanged { contact, priority } => self.handle_priority_changed(now, contact, priority),
+            Input::PriorityChanged { contact, priority } => {
+                self.handle_priority_changed(now, contact, priority)
+            }
             Input::CallbackRequested { contact } => self.handle_callback_requested(now, contact),
             Input::ContactAbandoned { contact } => self.handle_contact_abandoned(now, contact),
             Input::AgentLogin { agent } => self.handle_agent_login(now, &agent),
@@ -501,7 +545,11 @@ impl Engine {
 
     /// A contact arrives at a queue. It is refused (closed, full, no agents) or queued, and
     /// offered at once if an eligible agent is available.
-    pub fn handle_new_contact(&mut self, now: Timestamp, contact: NewContact) -> Result<(), EngineError> {
+    pub fn handle_new_contact(
+        &mut self,
+        now: Timestamp,
+        contact: NewContact,
+    ) -> Result<(), EngineError> {
         let q = self.queue_idx(&contact.queue)?;
         if self.contacts.contains_key(&contact.id) {
             return Err(EngineError::DuplicateContact(contact.id));
@@ -509,18 +557,28 @@ impl Engine {
         if let Some(expr) = &contact.requirement {
             for skill in expr.skills() {
                 if !self.skill_index.contains_key(skill) {
-                    return Err(EngineError::UnknownSkill { contact: contact.id, skill: skill.to_string() });
+                    return Err(EngineError::UnknownSkill {
+                        contact: contact.id,
+                        skill: skill.to_string(),
+                    });
                 }
             }
         }
-        let requirement = contact.requirement.as_ref().map(|e| compile_expr(e, &self.skill_index));
+        let requirement = contact
+            .requirement
+            .as_ref()
+            .map(|e| compile_expr(e, &self.skill_index));
         let record = Contact {
             id: contact.id,
             queue: q,
             channel: contact.channel,
             priority: contact.priority.min(MAX_PRIORITY),
             entered: now,
-            key: WaitKey { prio_rev: 0, entered: 0, seq: 0 },
+            key: WaitKey {
+                prio_rev: 0,
+                entered: 0,
+                seq: 0,
+            },
             requirement_text: contact.requirement,
             requirement,
             relax: 0,
@@ -557,15 +615,30 @@ impl Engine {
             let counters = &mut self.qm(q).counters;
             counters.overflowed += 1;
             counters.refused += 1;
-            self.log(now, Some(q), Some(c.id), None, QueueLogKind::Refused { reason });
+            self.log(
+                now,
+                Some(q),
+                Some(c.id),
+                None,
+                QueueLogKind::Refused { reason },
+            );
             let queue_id = self.q(q).id.clone();
-            self.actions.push_back(Action::Refused { contact: c.id, queue: queue_id, reason, then: then.clone() });
+            self.actions.push_back(Action::Refused {
+                contact: c.id,
+                queue: queue_id,
+                reason,
+                then: then.clone(),
+            });
             self.redirect(now, c, then, redirects);
             return;
         }
         c.queue = q;
         c.entered = now;
-        c.key = WaitKey { prio_rev: MAX_PRIORITY - c.priority, entered: now.0, seq: self.next_seq() };
+        c.key = WaitKey {
+            prio_rev: MAX_PRIORITY - c.priority,
+            entered: now.0,
+            seq: self.next_seq(),
+        };
         c.listed_in = vec![q];
         c.relax = 0;
         c.next_step = 0;
@@ -575,7 +648,13 @@ impl Engine {
         c.dirty = false;
         let (id, channel, priority, episode) = (c.id, c.channel, c.priority, c.episode);
         self.contacts.insert(id, c);
-        self.log(now, Some(q), Some(id), None, QueueLogKind::Enter { channel, priority });
+        self.log(
+            now,
+            Some(q),
+            Some(id),
+            None,
+            QueueLogKind::Enter { channel, priority },
+        );
         self.list_contact(id);
         if let Some(&(after, _)) = self.q(q).escalation.first() {
             self.push_timer(now.plus_ms(after), Timer::Escalation(id, episode, 0));
@@ -612,11 +691,21 @@ impl Engine {
         let position = self.position(contact);
         let queue = self.q(contact.queue);
         let ewt_ms = estimated_wait_ms(position, queue.recent_aht_ms, queue.serving_members);
-        self.actions.push_back(Action::Announce { contact: c, queue: queue.id.clone(), position, ewt_ms });
+        self.actions.push_back(Action::Announce {
+            contact: c,
+            queue: queue.id.clone(),
+            position,
+            ewt_ms,
+        });
     }
 
     /// A waiting contact's priority changes (re-sorted; keeps its entry time).
-    pub fn handle_priority_changed(&mut self, now: Timestamp, contact: ContactId, priority: u16) -> Result<(), EngineError> {
+    pub fn handle_priority_changed(
+        &mut self,
+        now: Timestamp,
+        contact: ContactId,
+        priority: u16,
+    ) -> Result<(), EngineError> {
         if !self.contacts.contains_key(&contact) {
             return Err(EngineError::UnknownContact(contact));
         }
@@ -644,10 +733,20 @@ impl Engine {
 
     /// A waiting contact becomes a callback and keeps its position; at the head, with an
     /// agent reserved, the engine emits [`Action::DialCallback`].
-    pub fn handle_callback_requested(&mut self, now: Timestamp, contact: ContactId) -> Result<(), EngineError> {
-        let c = self.contacts.get_mut(&contact).ok_or(EngineError::UnknownContact(contact))?;
+    pub fn handle_callback_requested(
+        &mut self,
+        now: Timestamp,
+        contact: ContactId,
+    ) -> Result<(), EngineError> {
+        let c = self
+            .contacts
+            .get_mut(&contact)
+            .ok_or(EngineError::UnknownContact(contact))?;
         if c.phase != Phase::Waiting {
-            return Err(EngineError::WrongState { what: "callback request", state: "not waiting" });
+            return Err(EngineError::WrongState {
+                what: "callback request",
+                state: "not waiting",
+            });
         }
         if c.callback {
             return Ok(());
@@ -660,12 +759,26 @@ impl Engine {
     }
 
     /// The customer hung up while waiting or ringing; ringing offers are cancelled.
-    pub fn handle_contact_abandoned(&mut self, now: Timestamp, contact: ContactId) -> Result<(), EngineError> {
-        let c = self.contacts.get(&contact).ok_or(EngineError::UnknownContact(contact))?;
+    pub fn handle_contact_abandoned(
+        &mut self,
+        now: Timestamp,
+        contact: ContactId,
+    ) -> Result<(), EngineError> {
+        let c = self
+            .contacts
+            .get(&contact)
+            .ok_or(EngineError::UnknownContact(contact))?;
         if c.phase == Phase::Connected {
-            return Err(EngineError::WrongState { what: "abandon", state: "connected (use contact ended)" });
+            return Err(EngineError::WrongState {
+                what: "abandon",
+                state: "connected (use contact ended)",
+            });
         }
-        let position = if c.phase == Phase::Waiting { self.position(c) } else { 0 };
+        let position = if c.phase == Phase::Waiting {
+            self.position(c)
+        } else {
+            0
+        };
         let wait_ms = now.ms_since(c.entered);
         let q = c.queue;
         self.withdraw(now, contact, CancelReason::Abandoned);
@@ -675,7 +788,13 @@ impl Engine {
         if short {
             counters.short_abandoned += 1;
         }
-        self.log(now, Some(q), Some(contact), None, QueueLogKind::Abandon { wait_ms, position });
+        self.log(
+            now,
+            Some(q),
+            Some(contact),
+            None,
+            QueueLogKind::Abandon { wait_ms, position },
+        );
         self.contacts.remove(&contact);
         self.settle(now);
         Ok(())
@@ -711,7 +830,12 @@ impl Engine {
             return;
         };
         let agent = self.a(o.agent).id.clone();
-        self.actions.push_back(Action::CancelOffer { offer, contact: o.contact, agent, reason });
+        self.actions.push_back(Action::CancelOffer {
+            offer,
+            contact: o.contact,
+            agent,
+            reason,
+        });
     }
 
     /// Forgets an offer and frees the agent's slot; the contact's offer list is updated.
@@ -728,10 +852,17 @@ impl Engine {
     }
 
     /// The agent logs in and becomes available.
-    pub fn handle_agent_login(&mut self, now: Timestamp, agent: &AgentId) -> Result<(), EngineError> {
+    pub fn handle_agent_login(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+    ) -> Result<(), EngineError> {
         let a = self.agent_idx(agent)?;
         if self.a(a).logged_in {
-            return Err(EngineError::WrongState { what: "login", state: "logged in" });
+            return Err(EngineError::WrongState {
+                what: "login",
+                state: "logged in",
+            });
         }
         self.set_presence(a, true, None);
         let agent = self.am(a);
@@ -747,10 +878,17 @@ impl Engine {
 
     /// The agent logs out: ringing offers are cancelled (their contacts go back to their
     /// place); contacts in progress stay until they end.
-    pub fn handle_agent_logout(&mut self, now: Timestamp, agent: &AgentId) -> Result<(), EngineError> {
+    pub fn handle_agent_logout(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+    ) -> Result<(), EngineError> {
         let a = self.agent_idx(agent)?;
         if !self.a(a).logged_in {
-            return Err(EngineError::WrongState { what: "logout", state: "logged out" });
+            return Err(EngineError::WrongState {
+                what: "logout",
+                state: "logged out",
+            });
         }
         self.set_presence(a, false, None);
         self.unindex_agent(a);
@@ -761,8 +899,12 @@ impl Engine {
     }
 
     fn cancel_agent_offers(&mut self, now: Timestamp, a: u32, reason: CancelReason) {
-        let mut ringing: Vec<OfferId> =
-            self.offers.iter().filter(|(_, o)| o.agent == a).map(|(id, _)| *id).collect();
+        let mut ringing: Vec<OfferId> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.agent == a)
+            .map(|(id, _)| *id)
+            .collect();
         ringing.sort();
         for offer in ringing {
             if let Some(o) = self.offers.get(&offer) {
@@ -786,10 +928,17 @@ impl Engine {
     }
 
     /// The agent says they are ready: ends a pause (like unpause) and any reject/busy delay.
-    pub fn handle_agent_ready(&mut self, now: Timestamp, agent: &AgentId) -> Result<(), EngineError> {
+    pub fn handle_agent_ready(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+    ) -> Result<(), EngineError> {
         let a = self.agent_idx(agent)?;
         if !self.a(a).logged_in {
-            return Err(EngineError::WrongState { what: "ready", state: "logged out" });
+            return Err(EngineError::WrongState {
+                what: "ready",
+                state: "logged out",
+            });
         }
         self.am(a).delay_until = now;
         self.unpause(now, a);
@@ -811,10 +960,18 @@ impl Engine {
     }
 
     /// The agent pauses with a reason code; contacts in progress continue.
-    pub fn handle_agent_pause(&mut self, now: Timestamp, agent: &AgentId, reason: &str) -> Result<(), EngineError> {
+    pub fn handle_agent_pause(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+        reason: &str,
+    ) -> Result<(), EngineError> {
         let a = self.agent_idx(agent)?;
         if !self.a(a).logged_in {
-            return Err(EngineError::WrongState { what: "pause", state: "logged out" });
+            return Err(EngineError::WrongState {
+                what: "pause",
+                state: "logged out",
+            });
         }
         self.pause(now, a, reason);
         self.settle(now);
@@ -824,14 +981,29 @@ impl Engine {
     fn pause(&mut self, now: Timestamp, a: u32, reason: &str) {
         self.set_presence(a, true, Some(reason.to_owned()));
         self.unindex_agent(a);
-        self.log(now, None, None, Some(a), QueueLogKind::Pause { reason: reason.to_owned() });
+        self.log(
+            now,
+            None,
+            None,
+            Some(a),
+            QueueLogKind::Pause {
+                reason: reason.to_owned(),
+            },
+        );
     }
 
     /// The agent ends a pause.
-    pub fn handle_agent_unpause(&mut self, now: Timestamp, agent: &AgentId) -> Result<(), EngineError> {
+    pub fn handle_agent_unpause(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+    ) -> Result<(), EngineError> {
         let a = self.agent_idx(agent)?;
         if !self.a(a).logged_in {
-            return Err(EngineError::WrongState { what: "unpause", state: "logged out" });
+            return Err(EngineError::WrongState {
+                what: "unpause",
+                state: "logged out",
+            });
         }
         self.unpause(now, a);
         self.settle(now);
@@ -839,8 +1011,16 @@ impl Engine {
     }
 
     /// The agent answered the offer: the contact is connected (ring-all: others cancelled).
-    pub fn handle_offer_accepted(&mut self, now: Timestamp, offer: OfferId) -> Result<(), EngineError> {
-        let o = self.offers.get(&offer).ok_or(EngineError::UnknownOffer(offer))?.clone();
+    pub fn handle_offer_accepted(
+        &mut self,
+        now: Timestamp,
+        offer: OfferId,
+    ) -> Result<(), EngineError> {
+        let o = self
+            .offers
+            .get(&offer)
+            .ok_or(EngineError::UnknownOffer(offer))?
+            .clone();
         let others: Vec<OfferId> = self
             .contacts
             .get(&o.contact)
@@ -876,17 +1056,36 @@ impl Engine {
             queue.counters.answered_within_sl += 1;
         }
         let ring_ms = now.ms_since(o.created);
-        self.log(now, Some(home), Some(o.contact), Some(o.agent), QueueLogKind::Connect { wait_ms, ring_ms });
+        self.log(
+            now,
+            Some(home),
+            Some(o.contact),
+            Some(o.agent),
+            QueueLogKind::Connect { wait_ms, ring_ms },
+        );
         self.settle(now);
         Ok(())
     }
 
     /// The agent declined, was busy, or could not be reached: the contact goes back to its
     /// place and the agent gets the matching delay.
-    pub fn handle_offer_rejected(&mut self, now: Timestamp, offer: OfferId, kind: RejectKind) -> Result<(), EngineError> {
-        let o = self.release_offer(offer).ok_or(EngineError::UnknownOffer(offer))?;
+    pub fn handle_offer_rejected(
+        &mut self,
+        now: Timestamp,
+        offer: OfferId,
+        kind: RejectKind,
+    ) -> Result<(), EngineError> {
+        let o = self
+            .release_offer(offer)
+            .ok_or(EngineError::UnknownOffer(offer))?;
         let home = self.contacts.get(&o.contact).map_or(o.queue, |c| c.queue);
-        self.log(now, Some(home), Some(o.contact), Some(o.agent), QueueLogKind::Reject { kind });
+        self.log(
+            now,
+            Some(home),
+            Some(o.contact),
+            Some(o.agent),
+            QueueLogKind::Reject { kind },
+        );
         let delay = match kind {
             RejectKind::Declined => self.settings.reject_delay_ms,
             RejectKind::Busy => self.settings.busy_delay_ms,
@@ -925,10 +1124,20 @@ impl Engine {
     }
 
     /// The conversation ended: the agent enters the queue's wrap-up for this contact.
-    pub fn handle_contact_ended(&mut self, now: Timestamp, contact: ContactId) -> Result<(), EngineError> {
-        let c = self.contacts.get(&contact).ok_or(EngineError::UnknownContact(contact))?;
+    pub fn handle_contact_ended(
+        &mut self,
+        now: Timestamp,
+        contact: ContactId,
+    ) -> Result<(), EngineError> {
+        let c = self
+            .contacts
+            .get(&contact)
+            .ok_or(EngineError::UnknownContact(contact))?;
         if c.phase != Phase::Connected {
-            return Err(EngineError::WrongState { what: "contact ended", state: "not connected" });
+            return Err(EngineError::WrongState {
+                what: "contact ended",
+                state: "not connected",
+            });
         }
         self.end_conversation(now, contact);
         self.contacts.remove(&contact);
@@ -944,14 +1153,33 @@ impl Engine {
         let Some(a) = c.agent else {
             return;
         };
-        let (home, served, channel, talk_ms) = (c.queue, c.queue_served, c.channel, now.ms_since(c.connected_at));
-        self.log(now, Some(home), Some(contact), Some(a), QueueLogKind::Complete { talk_ms });
+        let (home, served, channel, talk_ms) = (
+            c.queue,
+            c.queue_served,
+            c.channel,
+            now.ms_since(c.connected_at),
+        );
+        self.log(
+            now,
+            Some(home),
+            Some(contact),
+            Some(a),
+            QueueLogKind::Complete { talk_ms },
+        );
         let agent = self.am(a);
         agent.busy -= 1;
         agent.wrapping += 1;
         let wrap_ms = self.q(home).wrap_up_ms;
         let until = now.plus_ms(wrap_ms);
-        let wrap = WrapUp { agent: a, queue: home, served, channel, talk_ms, started: now, until };
+        let wrap = WrapUp {
+            agent: a,
+            queue: home,
+            served,
+            channel,
+            talk_ms,
+            started: now,
+            until,
+        };
         self.wrapups.entry(contact).or_default().push(wrap);
         self.mark_agent(a);
         if wrap_ms == 0 {
@@ -988,12 +1216,22 @@ impl Engine {
         queue.counters.handled += 1;
         queue.counters.handle_ms += handle;
         queue.recent_aht_ms = (1.0 - alpha) * queue.recent_aht_ms + alpha * handle as f64;
-        self.log(now, Some(w.queue), Some(contact), Some(a), QueueLogKind::WrapUpEnd { wrap_up_ms });
+        self.log(
+            now,
+            Some(w.queue),
+            Some(contact),
+            Some(a),
+            QueueLogKind::WrapUpEnd { wrap_up_ms },
+        );
         self.mark_agent(a);
     }
 
     /// The agent ends the contact's wrap-up early.
-    pub fn handle_wrap_up_ended(&mut self, now: Timestamp, contact: ContactId) -> Result<(), EngineError> {
+    pub fn handle_wrap_up_ended(
+        &mut self,
+        now: Timestamp,
+        contact: ContactId,
+    ) -> Result<(), EngineError> {
         let agents: Vec<u32> = self
             .wrapups
             .get(&contact)
@@ -1010,21 +1248,47 @@ impl Engine {
 
     /// Moves a contact to another queue with its priority: a waiting one leaves its queue;
     /// a connected one ends for its agent (wrap-up starts) and re-enters.
-    pub fn handle_transfer(&mut self, now: Timestamp, contact: ContactId, queue: &QueueId) -> Result<(), EngineError> {
+    pub fn handle_transfer(
+        &mut self,
+        now: Timestamp,
+        contact: ContactId,
+        queue: &QueueId,
+    ) -> Result<(), EngineError> {
         let target = self.queue_idx(queue)?;
-        let c = self.contacts.get(&contact).ok_or(EngineError::UnknownContact(contact))?;
+        let c = self
+            .contacts
+            .get(&contact)
+            .ok_or(EngineError::UnknownContact(contact))?;
         let home = c.queue;
         if c.phase == Phase::Connected {
             let a = c.agent;
             self.end_conversation(now, contact);
-            self.log(now, Some(home), Some(contact), a, QueueLogKind::Transfer { to: queue.clone(), wait_ms: 0 });
+            self.log(
+                now,
+                Some(home),
+                Some(contact),
+                a,
+                QueueLogKind::Transfer {
+                    to: queue.clone(),
+                    wait_ms: 0,
+                },
+            );
         } else {
             let wait_ms = now.ms_since(c.entered);
             self.withdraw(now, contact, CancelReason::Withdrawn);
             let counters = &mut self.qm(home).counters;
             counters.overflowed += 1;
             counters.transferred_out += 1;
-            self.log(now, Some(home), Some(contact), None, QueueLogKind::Transfer { to: queue.clone(), wait_ms });
+            self.log(
+                now,
+                Some(home),
+                Some(contact),
+                None,
+                QueueLogKind::Transfer {
+                    to: queue.clone(),
+                    wait_ms,
+                },
+            );
         }
         if let Some(record) = self.contacts.remove(&contact) {
             self.enter_queue(now, record, target, 0);
@@ -1059,14 +1323,23 @@ impl Engine {
                 let home = self.contacts.get(&o.contact).map_or(o.queue, |c| c.queue);
                 self.cancel_offer(now, offer, CancelReason::Timeout);
                 let ring_ms = now.ms_since(o.created);
-                self.log(now, Some(home), Some(o.contact), Some(o.agent), QueueLogKind::RingNoAnswer { ring_ms });
+                self.log(
+                    now,
+                    Some(home),
+                    Some(o.contact),
+                    Some(o.agent),
+                    QueueLogKind::RingNoAnswer { ring_ms },
+                );
                 let delay = self.settings.no_answer_delay_ms;
                 self.delay_agent(now, o.agent, delay);
                 self.count_no_answer(now, o.agent);
                 self.requeue_if_unoffered(o.contact);
             }
             Timer::WrapUpEnd(contact, a) => {
-                let due = self.wrapups.get(&contact).is_some_and(|l| l.iter().any(|w| w.agent == a && w.until <= at));
+                let due = self
+                    .wrapups
+                    .get(&contact)
+                    .is_some_and(|l| l.iter().any(|w| w.agent == a && w.until <= at));
                 if due {
                     self.finish_wrap_up(now, contact, a);
                 }
@@ -1087,14 +1360,22 @@ impl Engine {
                 let mut position = 0u32;
                 let mut out = Vec::new();
                 for id in queue.waiting.values() {
-                    let Some(c) = self.contacts.get(id) else { continue };
+                    let Some(c) = self.contacts.get(id) else {
+                        continue;
+                    };
                     if c.queue != q {
                         continue;
                     }
                     position += 1;
                     if !c.callback {
-                        let ewt_ms = estimated_wait_ms(position, queue.recent_aht_ms, queue.serving_members);
-                        out.push(Action::Announce { contact: *id, queue: queue.id.clone(), position, ewt_ms });
+                        let ewt_ms =
+                            estimated_wait_ms(position, queue.recent_aht_ms, queue.serving_members);
+                        out.push(Action::Announce {
+                            contact: *id,
+                            queue: queue.id.clone(),
+                            position,
+                            ewt_ms,
+                        });
                     }
                 }
                 let any = position > 0;
@@ -1118,7 +1399,10 @@ impl Engine {
         match c.phase {
             Phase::Connected => return,
             Phase::Offered => {
-                self.push_timer(now.plus_ms(ESCALATION_RETRY_MS), Timer::Escalation(contact, episode, step));
+                self.push_timer(
+                    now.plus_ms(ESCALATION_RETRY_MS),
+                    Timer::Escalation(contact, episode, step),
+                );
                 return;
             }
             Phase::Waiting => {}
@@ -1132,7 +1416,10 @@ impl Engine {
             c.next_step = step + 1;
         }
         if let Some(&(after, _)) = self.q(q).escalation.get(step + 1) {
-            self.push_timer(entered.plus_ms(after), Timer::Escalation(contact, episode, step + 1));
+            self.push_timer(
+                entered.plus_ms(after),
+                Timer::Escalation(contact, episode, step + 1),
+            );
         }
         match action {
             Step::Relax(n) => {
@@ -1158,15 +1445,29 @@ impl Engine {
             }
             Step::OfferCallback => {
                 let queue = self.q(q).id.clone();
-                self.actions.push_back(Action::OfferCallback { contact, queue });
+                self.actions
+                    .push_back(Action::OfferCallback { contact, queue });
             }
             Step::Overflow(target) => {
                 let wait_ms = now.ms_since(entered);
                 self.withdraw(now, contact, CancelReason::Withdrawn);
                 self.qm(q).counters.overflowed += 1;
-                self.log(now, Some(q), Some(contact), None, QueueLogKind::Overflow { target: target.clone(), wait_ms });
+                self.log(
+                    now,
+                    Some(q),
+                    Some(contact),
+                    None,
+                    QueueLogKind::Overflow {
+                        target: target.clone(),
+                        wait_ms,
+                    },
+                );
                 let queue = self.q(q).id.clone();
-                self.actions.push_back(Action::Overflow { contact, queue, target: target.clone() });
+                self.actions.push_back(Action::Overflow {
+                    contact,
+                    queue,
+                    target: target.clone(),
+                });
                 if let Some(record) = self.contacts.remove(&contact) {
                     self.redirect(now, record, target, 0);
                 }
@@ -1220,7 +1521,8 @@ impl Engine {
             agent.time.add(&old, now.ms_since(agent.state_since));
             agent.state_since = now;
             let id = agent.id.clone();
-            self.actions.push_back(Action::AgentStateChanged { agent: id, state });
+            self.actions
+                .push_back(Action::AgentStateChanged { agent: id, state });
         }
     }
 
@@ -1262,7 +1564,9 @@ impl Engine {
             && let Some(last) = queue.rr_last
         {
             use std::ops::Bound::{Excluded, Unbounded};
-            let after = queue.available.range((Excluded((last, u32::MAX)), Unbounded));
+            let after = queue
+                .available
+                .range((Excluded((last, u32::MAX)), Unbounded));
             let before = queue.available.range(..=(last, u32::MAX));
             return after.chain(before).find(ok).map(|&(_, a)| a);
         }
@@ -1276,16 +1580,22 @@ impl Engine {
             if !self.a(a).indexed {
                 return;
             }
-            let mut best: Option<((u16, u128, Reverse<u64>), ContactId, u32)> = None;
+            let mut best: Option<(CandidateScore, ContactId, u32)> = None;
             for m in &self.a(a).members {
                 let queue = self.q(m.queue);
                 for id in queue.waiting.values() {
-                    let Some(c) = self.contacts.get(id) else { continue };
+                    let Some(c) = self.contacts.get(id) else {
+                        continue;
+                    };
                     if !self.eligible(a, c) {
                         continue;
                     }
                     let weight = u128::from(self.q(c.queue).weight);
-                    let score = (c.priority, u128::from(now.ms_since(c.entered)) * weight, Reverse(c.key.seq));
+                    let score = (
+                        c.priority,
+                        u128::from(now.ms_since(c.entered)) * weight,
+                        Reverse(c.key.seq),
+                    );
                     if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
                         best = Some((score, *id, m.queue));
                     }
@@ -1295,7 +1605,10 @@ impl Engine {
             let Some((_, c, q)) = best else {
                 return;
             };
-            let ring_all = self.contacts.get(&c).is_some_and(|x| self.q(x.queue).strategy == Strategy::RingAll);
+            let ring_all = self
+                .contacts
+                .get(&c)
+                .is_some_and(|x| self.q(x.queue).strategy == Strategy::RingAll);
             if ring_all {
                 self.route_contact(now, c);
             } else {
@@ -1321,7 +1634,12 @@ impl Engine {
             contact.offers.push(offer);
         }
         if self.q(q).strategy == Strategy::RoundRobin {
-            let key = self.a(a).members.iter().find(|m| m.queue == q).and_then(|m| m.key);
+            let key = self
+                .a(a)
+                .members
+                .iter()
+                .find(|m| m.queue == q)
+                .and_then(|m| m.key);
             if key.is_some() {
                 self.qm(q).rr_last = key;
             }
@@ -1334,16 +1652,44 @@ impl Engine {
         }
         self.mark_agent(a);
         let expires_at = now.plus_ms(self.q(home).offer_timeout_ms);
-        self.offers.insert(offer, Offer { contact: c, agent: a, queue: q, channel, created: now });
+        self.offers.insert(
+            offer,
+            Offer {
+                contact: c,
+                agent: a,
+                queue: q,
+                channel,
+                created: now,
+            },
+        );
         self.push_timer(expires_at, Timer::OfferExpiry(offer));
         let agent_id = self.a(a).id.clone();
         let queue_id = self.q(q).id.clone();
         self.actions.push_back(if callback {
-            Action::DialCallback { offer, contact: c, agent: agent_id, queue: queue_id, expires_at }
+            Action::DialCallback {
+                offer,
+                contact: c,
+                agent: agent_id,
+                queue: queue_id,
+                expires_at,
+            }
         } else {
-            Action::Offer { offer, contact: c, agent: agent_id, queue: queue_id, channel, expires_at }
+            Action::Offer {
+                offer,
+                contact: c,
+                agent: agent_id,
+                queue: queue_id,
+                channel,
+                expires_at,
+            }
         });
-        self.log(now, Some(home), Some(c), Some(a), QueueLogKind::Offer { offer });
+        self.log(
+            now,
+            Some(home),
+            Some(c),
+            Some(a),
+            QueueLogKind::Offer { offer },
+        );
     }
 
     // ----- outputs -----------------------------------------------------------------------
@@ -1354,13 +1700,39 @@ impl Engine {
         self.actions.pop_front()
     }
 
-    /// When to call [`Engine::handle_timeout`] next (`None` = nothing scheduled). May be
-    /// earlier than needed (a cancelled deadline); calling early is harmless.
+    /// When to call [`Engine::handle_timeout`] next (`None` = nothing scheduled).
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Timestamp> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+        // Drop deadlines that no longer matter (answered offers, ended wrap-ups) so the
+        // shell does not wake up for nothing.
+        while let Some(Reverse((at, _, timer))) = self.timers.peek() {
+            if self.timer_live(*at, timer) {
+                return Some(*at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    fn timer_live(&self, at: Timestamp, timer: &Timer) -> bool {
+        match timer {
+            Timer::OfferExpiry(o) => self.offers.contains_key(o),
+            Timer::WrapUpEnd(c, a) => self
+                .wrapups
+                .get(c)
+                .is_some_and(|l| l.iter().any(|w| w.agent == *a && w.until == at)),
+            Timer::AgentDelayEnd(a) => self.a(*a).delay_until == at,
+            Timer::Escalation(c, episode, step) => self.contacts.get(c).is_some_and(|x| {
+                x.episode == *episode && x.next_step == *step && x.phase != Phase::Connected
+            }),
+            Timer::Announce(q) => self.q(*q).announce_at == Some(at),
+        }
     }
 }
+
+/// How a waiting contact ranks for an agent across queues: priority, then wait × queue
+/// weight, then arrival order (the earlier sequence wins).
+type CandidateScore = (u16, u128, Reverse<u64>);
 
 fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -1368,3 +1740,6 @@ fn splitmix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
 }
+
+#[cfg(test)]
+mod tests;

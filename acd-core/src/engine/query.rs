@@ -25,9 +25,12 @@ impl Engine {
                 Phase::Connected => ContactPhase::Connected,
             };
             let agents = match c.phase {
-                Phase::Offered => {
-                    c.offers.iter().filter_map(|o| self.offers.get(o)).map(|o| self.a(o.agent).id.clone()).collect()
-                }
+                Phase::Offered => c
+                    .offers
+                    .iter()
+                    .filter_map(|o| self.offers.get(o))
+                    .map(|o| self.a(o.agent).id.clone())
+                    .collect(),
                 Phase::Connected => c.agent.map(|a| self.a(a).id.clone()).into_iter().collect(),
                 Phase::Waiting => Vec::new(),
             };
@@ -112,6 +115,10 @@ impl Engine {
     /// EWT (ms) for a contact at 1-based `position` in `queue` (see [`crate::stats`]).
     pub fn estimated_wait_ms(&self, queue: &QueueId, position: u32) -> Option<u64> {
         let qu = self.q(*self.queue_index.get(queue)?);
-        Some(estimated_wait_ms(position, qu.recent_aht_ms, qu.serving_members))
+        Some(estimated_wait_ms(
+            position,
+            qu.recent_aht_ms,
+            qu.serving_members,
+        ))
     }
 }

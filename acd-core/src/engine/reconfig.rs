@@ -18,12 +18,22 @@ impl Engine {
     /// agent states are kept. Refused (and nothing changed) when the new configuration
     /// removes a queue that holds contacts or an agent that is logged in or still holds
     /// contacts. Drain [`Engine::poll_action`] afterwards: agents may get offers at once.
-    pub fn apply_config(&mut self, now: Timestamp, config: RoutingConfig) -> Result<(), ConfigError> {
+    pub fn apply_config(
+        &mut self,
+        now: Timestamp,
+        config: RoutingConfig,
+    ) -> Result<(), ConfigError> {
         let mut fresh = Engine::new(config, self.seed)?;
-        let queue_map: Vec<Option<u32>> =
-            self.queues.iter().map(|q| fresh.queue_index.get(&q.id).copied()).collect();
-        let agent_map: Vec<Option<u32>> =
-            self.agents.iter().map(|a| fresh.agent_index.get(&a.id).copied()).collect();
+        let queue_map: Vec<Option<u32>> = self
+            .queues
+            .iter()
+            .map(|q| fresh.queue_index.get(&q.id).copied())
+            .collect();
+        let agent_map: Vec<Option<u32>> = self
+            .agents
+            .iter()
+            .map(|a| fresh.agent_index.get(&a.id).copied())
+            .collect();
         for c in self.contacts.values() {
             if queue_map[c.queue as usize].is_none() {
                 return Err(ConfigError::InUse(format!(
@@ -71,7 +81,11 @@ impl Engine {
             new.state_since = old.state_since;
             new.time = old.time;
             for m in &mut new.members {
-                if let Some(om) = old.members.iter().find(|om| map_q(om.queue) == Some(m.queue)) {
+                if let Some(om) = old
+                    .members
+                    .iter()
+                    .find(|om| map_q(om.queue) == Some(m.queue))
+                {
                     m.handled = om.handled;
                     m.talk_ms = om.talk_ms;
                 }
@@ -97,11 +111,23 @@ impl Engine {
             c.queue = home;
             c.queue_served = map_q(c.queue_served).unwrap_or(home);
             let mut listed = vec![home];
-            listed.extend(c.listed_in.iter().filter_map(|&q| map_q(q)).filter(|&q| q != home));
+            listed.extend(
+                c.listed_in
+                    .iter()
+                    .filter_map(|&q| map_q(q))
+                    .filter(|&q| q != home),
+            );
             c.listed_in = listed;
             c.agent = c.agent.and_then(map_a);
-            c.requirement = c.requirement_text.as_ref().map(|e| compile_expr(e, &fresh.skill_index));
-            c.key = WaitKey { prio_rev: c.key.prio_rev, entered: c.key.entered, seq: c.key.seq };
+            c.requirement = c
+                .requirement_text
+                .as_ref()
+                .map(|e| compile_expr(e, &fresh.skill_index));
+            c.key = WaitKey {
+                prio_rev: c.key.prio_rev,
+                entered: c.key.entered,
+                seq: c.key.seq,
+            };
             c.dirty = false;
             c.episode = c.episode.wrapping_add(1);
             let queue = &mut fresh.queues[home as usize];
@@ -119,15 +145,19 @@ impl Engine {
             if c.phase != Phase::Connected
                 && let Some(&(after, _)) = fresh.queues[home as usize].escalation.get(c.next_step)
             {
-                fresh.push_timer(c.entered.plus_ms(after), Timer::Escalation(id, c.episode, c.next_step));
+                fresh.push_timer(
+                    c.entered.plus_ms(after),
+                    Timer::Escalation(id, c.episode, c.next_step),
+                );
             }
             fresh.contacts.insert(id, c);
         }
         for (id, mut o) in std::mem::take(&mut self.offers) {
             // Checked above: agents holding offers and the contacts' queues survive.
-            let (Some(a), Some(q)) = (map_a(o.agent), map_q(o.queue).or_else(|| {
-                fresh.contacts.get(&o.contact).map(|c| c.queue)
-            })) else {
+            let (Some(a), Some(q)) = (
+                map_a(o.agent),
+                map_q(o.queue).or_else(|| fresh.contacts.get(&o.contact).map(|c| c.queue)),
+            ) else {
                 continue;
             };
             o.agent = a;
@@ -136,7 +166,9 @@ impl Engine {
         }
         for (id, mut list) in std::mem::take(&mut self.wrapups) {
             list.retain_mut(|w| {
-                let (Some(a), Some(q)) = (map_a(w.agent), map_q(w.queue)) else { return false };
+                let (Some(a), Some(q)) = (map_a(w.agent), map_q(w.queue)) else {
+                    return false;
+                };
                 w.agent = a;
                 w.served = map_q(w.served).unwrap_or(q);
                 w.queue = q;
@@ -146,7 +178,10 @@ impl Engine {
         }
         for Reverse((at, _, timer)) in std::mem::take(&mut self.timers).into_vec() {
             let mapped = match timer {
-                Timer::OfferExpiry(o) => fresh.offers.contains_key(&o).then_some(Timer::OfferExpiry(o)),
+                Timer::OfferExpiry(o) => fresh
+                    .offers
+                    .contains_key(&o)
+                    .then_some(Timer::OfferExpiry(o)),
                 Timer::WrapUpEnd(c, a) => map_a(a).map(|a| Timer::WrapUpEnd(c, a)),
                 Timer::AgentDelayEnd(a) => map_a(a).map(Timer::AgentDelayEnd),
                 // Rescheduled from the new configuration above and below.
@@ -158,7 +193,11 @@ impl Engine {
         }
         for q in 0..fresh.queues.len() {
             let queue = &fresh.queues[q];
-            if let Some(every) = queue.announce.as_ref().map(|a| a.every_s).filter(|&s| s > 0)
+            if let Some(every) = queue
+                .announce
+                .as_ref()
+                .map(|a| a.every_s)
+                .filter(|&s| s > 0)
                 && queue.home_waiting > 0
             {
                 let at = now.plus_ms(every.saturating_mul(1000));
@@ -177,8 +216,12 @@ impl Engine {
         for a in (0..self.agents.len() as u32).rev() {
             self.mark_agent(a);
         }
-        let mut waiting: Vec<(WaitKey, crate::ids::ContactId)> =
-            self.contacts.iter().filter(|(_, c)| c.phase == Phase::Waiting).map(|(id, c)| (c.key, *id)).collect();
+        let mut waiting: Vec<(WaitKey, crate::ids::ContactId)> = self
+            .contacts
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Waiting)
+            .map(|(id, c)| (c.key, *id))
+            .collect();
         waiting.sort();
         for (_, id) in waiting.into_iter().rev() {
             self.mark_contact(id);

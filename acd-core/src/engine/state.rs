@@ -144,7 +144,9 @@ impl Agent {
         } else if self.wrapping > 0 {
             AgentState::WrapUp
         } else if let Some(reason) = &self.paused {
-            AgentState::Paused { reason: reason.clone() }
+            AgentState::Paused {
+                reason: reason.clone(),
+            }
         } else {
             AgentState::Available
         }
