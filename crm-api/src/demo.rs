@@ -1,0 +1,119 @@
+//! The demo tenant behind `zentrale serve --demo`: web logins admin `admin`/`demo-admin`,
+//! agents `1001`/`demo1001` and `1002`/`demo1002` (the same agents as the SIP demo), a queue
+//! `support`, and a couple of customers with a timeline.
+
+use crate::auth::{NewUser, Role, create_user};
+use crate::customers::{Identity, IdentityKind, NewCustomer, create_customer};
+use crate::error::ApiError;
+use crate::ids::TenantId;
+use crate::routing::{Change, RoutingModel, apply_change};
+use crate::store::Store;
+use chrono::Utc;
+
+/// Slug of the demo tenant.
+pub const DEMO_TENANT: &str = "demo";
+
+/// The demo logins as (username, password, role), for printing at start.
+pub const DEMO_LOGINS: &[(&str, &str, &str)] = &[
+    ("admin", "demo-admin", "admin"),
+    ("1001", "demo1001", "agent"),
+    ("1002", "demo1002", "agent"),
+];
+
+const DEMO_ROUTING: &str = r#"
+[skills.german]
+name = "Deutsch"
+[skills.english]
+name = "English"
+
+[queues.support]
+strategy = "longest_idle"
+wrap_up_s = 10
+service_level_s = 20
+
+[agents.1001]
+skills = { german = 3, english = 2 }
+queues = ["support"]
+
+[agents.1002]
+skills = { german = 2, english = 4 }
+queues = ["support"]
+
+[dids."+4930123456"]
+target = { queue = "support" }
+
+[wrapup_codes.solved]
+label = "Solved"
+[wrapup_codes.callback]
+label = "Callback needed"
+queues = ["support"]
+"#;
+
+/// Creates the demo tenant if it does not exist yet (idempotent) and returns its id.
+pub async fn seed(store: &Store) -> Result<TenantId, ApiError> {
+    if let Some(t) = store.tenant_by_slug(DEMO_TENANT).await? {
+        return TenantId::parse(&t.id).ok_or(ApiError::NotFound);
+    }
+    let now = Utc::now();
+    let tenant = store.create_tenant(DEMO_TENANT, "Demo GmbH", now).await?;
+    for (username, password, role) in DEMO_LOGINS {
+        let role = match *role {
+            "admin" => Role::Admin,
+            _ => Role::Agent,
+        };
+        create_user(
+            store,
+            tenant,
+            &NewUser {
+                username: (*username).to_owned(),
+                display_name: if role == Role::Admin {
+                    "Administrator".to_owned()
+                } else {
+                    format!("Agent {username}")
+                },
+                password: (*password).to_owned(),
+                role,
+                agent: (role == Role::Agent).then(|| (*username).to_owned()),
+                provider_id: None,
+            },
+            now,
+        )
+        .await?;
+    }
+    let model: RoutingModel = crate::provision::parse(DEMO_ROUTING)
+        .map_err(|e| ApiError::validation("demo", e.to_string()))?;
+    apply_change(store, tenant, "demo", now, Change::Replace(Box::new(model))).await?;
+    for (name, company, phone, email) in [
+        (
+            "Erika Mustermann",
+            Some("Muster AG"),
+            "+4930111222",
+            "erika@example.com",
+        ),
+        ("Max Müller", None, "+4989333444", "max@example.org"),
+    ] {
+        create_customer(
+            store,
+            tenant,
+            "demo",
+            &NewCustomer {
+                name: name.to_owned(),
+                company: company.map(str::to_owned),
+                identities: vec![
+                    Identity {
+                        kind: IdentityKind::Phone,
+                        value: phone.to_owned(),
+                    },
+                    Identity {
+                        kind: IdentityKind::Email,
+                        value: email.to_owned(),
+                    },
+                ],
+                custom: Default::default(),
+            },
+            now,
+        )
+        .await?;
+    }
+    Ok(tenant)
+}

@@ -1,0 +1,170 @@
+//! [`AppState`]: what every handler shares — the store, the clock, the login limiter, the
+//! event hub behind `/api/v1/events`, and the channel on which routing changes are published
+//! to the binary (which applies them to the running engine; crm-api never owns the engine).
+
+use crate::auth::{LoginLimiter, Principal};
+use crate::clock::{Clock, SystemClock};
+use crate::error::StoreError;
+use crate::events::EventHub;
+use crate::ids::TenantId;
+use crate::routing::RoutingUpdate;
+use crate::store::{Store, with_pool};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// Shared state of the API (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    limiter: LoginLimiter,
+    events: EventHub,
+    routing: broadcast::Sender<RoutingUpdate>,
+    secure_cookies: bool,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("backend", &self.inner.store.backend_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over `store` with the system clock.
+    pub fn new(store: Store) -> Self {
+        Self::with_clock(store, Arc::new(SystemClock))
+    }
+
+    /// State over `store` with an injected clock (tests use [`crate::clock::FakeClock`]).
+    pub fn with_clock(store: Store, clock: Arc<dyn Clock>) -> Self {
+        let (routing, _) = broadcast::channel(64);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                limiter: LoginLimiter::default(),
+                events: EventHub::new(),
+                routing,
+                secure_cookies: false,
+            }),
+        }
+    }
+
+    /// Marks the session cookie `Secure` (when served behind TLS). Call before sharing.
+    pub fn with_secure_cookies(mut self, secure: bool) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.secure_cookies = secure;
+        }
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+    /// Now, from the injected clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+    pub(crate) fn limiter(&self) -> &LoginLimiter {
+        &self.inner.limiter
+    }
+    pub(crate) fn secure_cookies(&self) -> bool {
+        self.inner.secure_cookies
+    }
+    /// The hub that feeds `/api/v1/events` sockets.
+    pub fn events(&self) -> &EventHub {
+        &self.inner.events
+    }
+
+    /// Subscribes to routing changes: every committed change of a tenant's routing model
+    /// publishes the tenant's complete new configuration.
+    pub fn subscribe_routing(&self) -> broadcast::Receiver<RoutingUpdate> {
+        self.inner.routing.subscribe()
+    }
+
+    pub(crate) fn publish_routing(&self, update: RoutingUpdate) {
+        // No subscriber (no engine wired, e.g. in tests) is fine: the DB is the truth and the
+        // binary loads it at start.
+        let _ = self.inner.routing.send(update);
+    }
+
+    /// Writes an audit-log row (who, when, what, before/after).
+    pub async fn audit(
+        &self,
+        who: &Principal,
+        entity: &str,
+        entity_id: &str,
+        action: &str,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        audit_row(
+            self.store(),
+            who.tenant,
+            &who.actor,
+            self.now(),
+            AuditChange {
+                entity,
+                entity_id,
+                action,
+                before,
+                after,
+            },
+        )
+        .await
+    }
+}
+
+/// One change for the audit log.
+#[derive(Debug)]
+pub struct AuditChange<'a> {
+    /// Entity type (customer, queue, user, …).
+    pub entity: &'a str,
+    /// Entity id or name.
+    pub entity_id: &'a str,
+    /// create, update, delete, merge, …
+    pub action: &'a str,
+    /// State before (absent on create).
+    pub before: Option<serde_json::Value>,
+    /// State after (absent on delete).
+    pub after: Option<serde_json::Value>,
+}
+
+/// SQL of one audit insert; shared by the in-transaction callers.
+pub(crate) const AUDIT_INSERT: &str = "INSERT INTO audit_log \
+    (id, tenant_id, actor, at, entity, entity_id, action, before, after) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// Writes one audit row outside a transaction.
+pub async fn audit_row(
+    store: &Store,
+    tenant: TenantId,
+    actor: &str,
+    at: DateTime<Utc>,
+    c: AuditChange<'_>,
+) -> Result<(), StoreError> {
+    with_pool!(store, |p| {
+        sqlx::query(AUDIT_INSERT)
+            .bind(crate::ids::uuid_v7_at(at).as_hyphenated().to_string())
+            .bind(tenant.as_text())
+            .bind(actor)
+            .bind(at)
+            .bind(c.entity)
+            .bind(c.entity_id)
+            .bind(c.action)
+            .bind(c.before.map(Json))
+            .bind(c.after.map(Json))
+            .execute(p)
+            .await?;
+    });
+    Ok(())
+}
