@@ -30,7 +30,9 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod prompt;
 pub mod tone;
+pub mod wav;
 
 /// Internal sample rate of all call audio (G.711 narrowband).
 pub const SAMPLE_RATE: u32 = 8_000;
