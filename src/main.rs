@@ -6,6 +6,7 @@
 
 mod config;
 mod serve;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,12 +32,16 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// What-if simulation: run a routing configuration against simulated traffic and compare
+    /// service level, ASA, AHT and abandon rate with the Erlang C prediction.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, demo } => serve::run(config.as_deref(), demo),
+        Command::Simulate(args) => simulate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
