@@ -30,6 +30,7 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod jitter;
 pub mod prompt;
 pub mod tone;
 pub mod wav;
