@@ -107,6 +107,8 @@ struct AgentSim {
     /// Contacts in progress per channel (talking or in wrap-up).
     in_progress: [u32; 4],
     capacity: [u32; 4],
+    /// A call excludes every other channel and the reverse.
+    voice_exclusive: bool,
     /// Indices of the agent's queues that have simulated traffic.
     queues: Vec<usize>,
     /// Skills with proficiency, for the "never offered to an agent lacking the skills" check.
@@ -204,6 +206,7 @@ impl Simulation {
                     since: start,
                     in_progress: [0; 4],
                     capacity,
+                    voice_exclusive: a.capacity.voice_exclusive,
                     queues: qs,
                     skills: a.skills.clone(),
                 },
@@ -582,90 +585,76 @@ impl Simulation {
         Ok(())
     }
 
+    /// Follows a contact's life from the queue log: the caller's side of it for every queue
+    /// (a contact may overflow into a queue without simulated traffic of its own), the
+    /// counters only for queues with simulated traffic.
     fn on_queue_log(&mut self, row: QueueLogEvent) -> Result<(), SimError> {
-        let Some(queue) = row
+        let queue = row
             .queue
             .as_ref()
             .and_then(|q| self.queue_index.get(q))
-            .copied()
-        else {
-            return Ok(());
-        };
+            .copied();
         let interval = self.interval_of(row.at.0);
         let contact = row.contact;
-        match row.kind {
-            QueueLogKind::Enter { .. } => {
-                self.observed[interval][queue].offered += 1;
+        let mut count = |f: &mut dyn FnMut(&mut Observed)| {
+            if let Some(q) = queue {
+                f(&mut self.observed[interval][q]);
             }
+        };
+        match row.kind {
+            QueueLogKind::Enter { .. } => count(&mut |o| o.offered += 1),
             QueueLogKind::Refused { .. } => {
-                let o = &mut self.observed[interval][queue];
-                o.offered += 1;
-                o.overflowed += 1;
+                count(&mut |o| {
+                    o.offered += 1;
+                    o.overflowed += 1;
+                });
                 self.leave_queue(contact);
             }
             QueueLogKind::Connect { wait_ms, .. } => {
-                let threshold = self.queues[queue].threshold_ms;
-                let o = &mut self.observed[interval][queue];
-                o.answered += 1;
-                o.wait_of_answered_ms += wait_ms;
-                if wait_ms <= threshold {
-                    o.answered_within_threshold += 1;
+                if let Some(q) = queue {
+                    let threshold = self.queues[q].threshold_ms;
+                    let o = &mut self.observed[interval][q];
+                    o.answered += 1;
+                    o.wait_of_answered_ms += wait_ms;
+                    if wait_ms <= threshold {
+                        o.answered_within_threshold += 1;
+                    }
                 }
                 if let Some(id) = contact {
-                    let agent = row.agent.clone();
-                    if let Some(c) = self.contacts.get_mut(&id) {
-                        c.done_waiting = true;
-                        c.agent = agent.clone();
-                        let talk = c.talk_ms;
-                        let ewt = c.announced_ewt_ms.filter(|_| c.queue == queue);
-                        let channel = self.queues[c.queue].traffic.channel;
-                        if let Some(announced) = ewt {
-                            let o = &mut self.observed[interval][queue];
-                            o.ewt_samples += 1;
-                            o.ewt_abs_error_ms += announced.abs_diff(wait_ms);
-                            o.ewt_error_ms += announced as i64 - wait_ms as i64;
-                        }
-                        if let Some(a) = agent.as_ref().and_then(|a| self.agents.get_mut(a)) {
-                            let ch = channel.index();
-                            a.in_progress[ch] += 1;
-                            if a.in_progress[ch] > a.capacity[ch] {
-                                let what = format!(
-                                    "agent {} holds {} {channel} contacts, capacity {}",
-                                    agent.as_ref().map_or("?", |a| a.as_str()),
-                                    a.in_progress[ch],
-                                    a.capacity[ch]
-                                );
-                                return Err(self.violation(what));
-                            }
-                        }
-                        self.schedule(self.now + talk, Event::TalkEnd(id));
-                    }
+                    self.on_connect(id, row.agent, queue, interval, wait_ms)?;
                 }
             }
             QueueLogKind::Abandon { wait_ms, .. } => {
-                let o = &mut self.observed[interval][queue];
-                if wait_ms < self.short_abandon_ms {
-                    o.short_abandoned += 1;
-                } else {
-                    o.abandoned += 1;
-                }
+                let short = wait_ms < self.short_abandon_ms;
+                count(&mut |o| {
+                    if short {
+                        o.short_abandoned += 1;
+                    } else {
+                        o.abandoned += 1;
+                    }
+                });
                 self.leave_queue(contact);
             }
-            QueueLogKind::Overflow { .. } => {
-                self.observed[interval][queue].overflowed += 1;
-                self.leave_queue(contact);
+            QueueLogKind::Overflow { target, .. } => {
+                count(&mut |o| o.overflowed += 1);
+                // Into another queue the contact goes on waiting there.
+                if !matches!(target, crate::config::Disposition::Queue(_)) {
+                    self.leave_queue(contact);
+                }
             }
             // Moved away while waiting counts as overflowed; after connect it was answered.
             QueueLogKind::Transfer { wait_ms, .. } if wait_ms > 0 => {
-                self.observed[interval][queue].overflowed += 1;
+                count(&mut |o| o.overflowed += 1);
             }
             QueueLogKind::WrapUpEnd { wrap_up_ms } => {
                 if let Some(id) = contact
                     && let Some(c) = self.contacts.remove(&id)
                 {
-                    let o = &mut self.observed[interval][queue];
-                    o.handled += 1;
-                    o.handle_ms += c.talk_ms + wrap_up_ms;
+                    if let Some(q) = queue {
+                        let o = &mut self.observed[interval][q];
+                        o.handled += 1;
+                        o.handle_ms += c.talk_ms + wrap_up_ms;
+                    }
                     let channel = self.queues[c.queue].traffic.channel.index();
                     if let Some(a) = c.agent.as_ref().and_then(|a| self.agents.get_mut(a)) {
                         a.in_progress[channel] = a.in_progress[channel].saturating_sub(1);
@@ -674,6 +663,56 @@ impl Simulation {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// The caller is connected: check the agent's capacity, compare the announced wait with
+    /// the real one, and schedule the end of the conversation.
+    fn on_connect(
+        &mut self,
+        id: ContactId,
+        agent: Option<AgentId>,
+        queue: Option<usize>,
+        interval: usize,
+        wait_ms: u64,
+    ) -> Result<(), SimError> {
+        let Some(c) = self.contacts.get_mut(&id) else {
+            return Err(self.violation(format!("unknown contact {id} connected")));
+        };
+        c.done_waiting = true;
+        c.agent = agent.clone();
+        let talk = c.talk_ms;
+        // Only the queue the wait was announced for: after an overflow the estimate was
+        // about a different line.
+        let ewt = c.announced_ewt_ms.filter(|_| Some(c.queue) == queue);
+        let channel = self.queues[c.queue].traffic.channel;
+        if let (Some(announced), Some(q)) = (ewt, queue) {
+            let o = &mut self.observed[interval][q];
+            o.ewt_samples += 1;
+            o.ewt_abs_error_ms += announced.abs_diff(wait_ms);
+            // Waits are far below i64::MAX milliseconds.
+            o.ewt_error_ms += announced as i64 - wait_ms as i64;
+        }
+        if let Some(agent) = agent
+            && let Some(a) = self.agents.get_mut(&agent)
+        {
+            let ch = channel.index();
+            a.in_progress[ch] += 1;
+            let voice = a.in_progress[Channel::Voice.index()];
+            let others: u32 = a.in_progress.iter().sum::<u32>() - voice;
+            if a.voice_exclusive && voice > 0 && others > 0 {
+                let what = format!("agent {agent} holds a call and {others} other contacts");
+                return Err(self.violation(what));
+            }
+            if a.in_progress[ch] > a.capacity[ch] {
+                let what = format!(
+                    "agent {agent} holds {} {channel} contacts, capacity {}",
+                    a.in_progress[ch], a.capacity[ch]
+                );
+                return Err(self.violation(what));
+            }
+        }
+        self.schedule(self.now + talk, Event::TalkEnd(id));
         Ok(())
     }
 
@@ -699,7 +738,6 @@ impl Simulation {
             return;
         }
         let queues = a.queues.clone();
-        let share = 1.0 / queues.len() as f64;
         let mut t = from;
         while t < now {
             let i = self.interval_of(t);
@@ -707,7 +745,8 @@ impl Simulation {
                 .min(now)
                 .max(t + 1);
             let span = interval_end.min(now) - t;
-            for &q in &queues {
+            let shares = self.traffic_shares(&queues, i);
+            for (&q, share) in queues.iter().zip(shares) {
                 let o = &mut self.observed[i][q];
                 match state {
                     AgentState::Busy | AgentState::WrapUp => o.busy_ms += span,
@@ -728,15 +767,41 @@ impl Simulation {
         }
     }
 
+    /// How an agent in several simulated queues splits its time among them for the Erlang
+    /// prediction: in proportion to the queues' offered traffic in the interval (evenly when
+    /// none has traffic). An approximation: real multi-skill routing pools agents, which a
+    /// per-queue M/M/N model cannot express.
+    fn traffic_shares(&self, queues: &[usize], interval: usize) -> Vec<f64> {
+        let hour = (interval as u64 * self.interval_ms / HOUR_MS) as usize;
+        let load: Vec<f64> = queues
+            .iter()
+            .map(|&q| {
+                let t = &self.queues[q].traffic;
+                t.rate_per_hour(hour)
+                    * (t.talk_time_secs + self.queues[q].wrap_up_ms as f64 / 1000.0)
+            })
+            .collect();
+        let total: f64 = load.iter().sum();
+        if total > 0.0 {
+            load.iter().map(|l| l / total).collect()
+        } else {
+            vec![1.0 / queues.len() as f64; queues.len()]
+        }
+    }
+
     /// Builds the report; call at the end of the run.
     pub fn report(&mut self) -> Report {
-        let agents: Vec<AgentId> = self.agents.keys().cloned().collect();
+        // Sorted: floating-point sums must not depend on hash order, or reports with the same
+        // seed would differ in the last digit.
+        let mut agents: Vec<AgentId> = self.agents.keys().cloned().collect();
+        agents.sort();
         for a in &agents {
             self.book_agent(a);
         }
         let mut rows = Vec::new();
-        let mut totals: Vec<(Observed, f64, f64)> =
-            vec![(Observed::default(), 0.0, 0.0); self.queues.len()];
+        let [lo, hi] = self.cfg.ring_delay_secs;
+        let ring_mean_s = (lo + hi) / 2.0;
+        let mut totals = vec![(Observed::default(), Totals::default()); self.queues.len()];
         for (i, per_queue) in self.observed.iter().enumerate() {
             let interval_start = i as u64 * self.interval_ms;
             let interval_len = (self.end - self.start - interval_start).min(self.interval_ms);
@@ -744,10 +809,9 @@ impl Simulation {
             for (q, o) in per_queue.iter().enumerate() {
                 let qs = &self.queues[q];
                 let agents = self.staffed_ms[i][q] / interval_len as f64;
-                let prediction = predict(qs, hour, agents);
+                let prediction = predict(qs, hour, agents, ring_mean_s);
                 totals[q].0.add(o);
-                totals[q].1 += prediction.traffic;
-                totals[q].2 += agents;
+                totals[q].1.add(&prediction, qs.traffic.rate_per_hour(hour));
                 rows.push(Row {
                     queue: qs.id.clone(),
                     interval: Some(i),
@@ -757,17 +821,12 @@ impl Simulation {
             }
         }
         let n = self.observed.len().max(1) as f64;
-        for (q, (o, traffic, agents)) in totals.into_iter().enumerate() {
+        for (q, (o, t)) in totals.into_iter().enumerate() {
             rows.push(Row {
                 queue: self.queues[q].id.clone(),
                 interval: None,
                 observed: o,
-                prediction: Prediction {
-                    agents: agents / n,
-                    traffic: traffic / n,
-                    erlang_c: None,
-                    erlang_a: None,
-                },
+                prediction: t.mean(n),
             });
         }
         Report {
@@ -781,10 +840,12 @@ impl Simulation {
 }
 
 /// Erlang C and A for one queue in one interval: the configured arrival rate, AHT = mean
-/// talk + the queue's wrap-up, and the agents that served it (rounded to whole agents).
-fn predict(q: &QueueSim, hour: usize, agents: f64) -> Prediction {
+/// talk + the queue's wrap-up + the mean ring delay (the agent is reserved while it rings,
+/// so that time is lost capacity too), and the agents that served it (time-weighted, agents
+/// in several simulated queues split evenly, rounded to whole agents).
+fn predict(q: &QueueSim, hour: usize, agents: f64, ring_mean_s: f64) -> Prediction {
     let rate = q.traffic.rate_per_hour(hour) / 3600.0;
-    let aht = q.traffic.talk_time_secs + q.wrap_up_ms as f64 / 1000.0;
+    let aht = q.traffic.talk_time_secs + q.wrap_up_ms as f64 / 1000.0 + ring_mean_s;
     let n = agents.round().max(0.0) as u32;
     let threshold = q.threshold_ms as f64 / 1000.0;
     let erlang_c = ErlangC::new(rate, aht, n).ok().map(|c| ErlangCPrediction {
@@ -803,6 +864,75 @@ fn predict(q: &QueueSim, hour: usize, agents: f64) -> Prediction {
         traffic: rate * aht,
         erlang_c,
         erlang_a,
+    }
+}
+
+/// Whole-run prediction: interval predictions weighted by their arrival rate (occupancy by
+/// traffic over agents), so the total compares with the observed whole-run numbers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    weight: f64,
+    traffic: f64,
+    agents: f64,
+    c: Option<ErlangCPrediction>,
+    a: Option<crate::erlang::ErlangAPrediction>,
+    a_carried: f64,
+}
+
+impl Totals {
+    fn add(&mut self, p: &Prediction, rate: f64) {
+        self.weight += rate;
+        self.traffic += p.traffic;
+        self.agents += p.agents;
+        if let Some(c) = p.erlang_c {
+            let t = self.c.get_or_insert_default();
+            t.service_level += c.service_level * rate;
+            t.probability_of_wait += c.probability_of_wait * rate;
+            t.average_speed_of_answer += c.average_speed_of_answer * rate;
+        }
+        if let Some(a) = p.erlang_a {
+            let t = self.a.get_or_insert(crate::erlang::ErlangAPrediction {
+                probability_of_wait: 0.0,
+                probability_of_abandon: 0.0,
+                service_level: 0.0,
+                average_speed_of_answer: 0.0,
+                occupancy: 0.0,
+            });
+            t.service_level += a.service_level * rate;
+            t.probability_of_wait += a.probability_of_wait * rate;
+            t.probability_of_abandon += a.probability_of_abandon * rate;
+            t.average_speed_of_answer += a.average_speed_of_answer * rate;
+            self.a_carried += p.traffic * (1.0 - a.probability_of_abandon);
+        }
+    }
+
+    fn mean(self, intervals: f64) -> Prediction {
+        let w = self.weight;
+        let occupancy = |traffic: f64| {
+            if self.agents > 0.0 {
+                (traffic / self.agents).min(1.0)
+            } else {
+                0.0
+            }
+        };
+        let scale = |v: f64| if w > 0.0 { v / w } else { 0.0 };
+        Prediction {
+            agents: self.agents / intervals,
+            traffic: self.traffic / intervals,
+            erlang_c: self.c.map(|c| ErlangCPrediction {
+                service_level: scale(c.service_level),
+                probability_of_wait: scale(c.probability_of_wait),
+                average_speed_of_answer: scale(c.average_speed_of_answer),
+                occupancy: occupancy(self.traffic),
+            }),
+            erlang_a: self.a.map(|a| crate::erlang::ErlangAPrediction {
+                probability_of_wait: scale(a.probability_of_wait),
+                probability_of_abandon: scale(a.probability_of_abandon),
+                service_level: scale(a.service_level),
+                average_speed_of_answer: scale(a.average_speed_of_answer),
+                occupancy: occupancy(self.a_carried),
+            }),
+        }
     }
 }
 
