@@ -933,9 +933,70 @@ pub fn response_to(
     reason: &str,
     to_tag: Option<&[u8]>,
 ) -> MessageBuilder {
-    let mut b = MessageBuilder::response(code, reason)
-        .copy_headers(req, &HeaderName::Via)
-        .copy_headers(req, &HeaderName::From);
+    response_to_source(req, None, code, reason, to_tag)
+}
+
+/// The top Via value with `received` and a filled-in `rport` for a request that arrived from
+/// `source` (RFC 3261 §18.2.1, RFC 3581 §4): `received` is added when the sent-by host is not
+/// the source address, `rport` is filled when the client asked for it. Other Via values in the
+/// same field are kept byte for byte.
+pub fn stamp_top_via(value: &Bytes, source: std::net::SocketAddr) -> Bytes {
+    let Some(parts) = split_commas(value) else {
+        return value.clone();
+    };
+    let Some(first) = parts.first().copied() else {
+        return value.clone();
+    };
+    let Ok(via) = Via::parse(value, first) else {
+        return value.clone();
+    };
+    let base = value.as_ptr() as usize;
+    let first_start = first.as_ptr() as usize - base;
+    let first_end = first_start + first.len();
+    let mut out = Vec::with_capacity(value.len() + 40);
+    out.extend_from_slice(&value[..first_start]);
+    let mut elem = first.to_vec();
+    if via.rport() == Some(None)
+        && let Some((name, _)) = via
+            .params
+            .0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"rport"))
+    {
+        let at = name.as_ptr() as usize - base - first_start + name.len();
+        let port = format!("={}", source.port());
+        elem.splice(at..at, port.bytes());
+    }
+    let ip = match source.ip() {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+    };
+    if via.received().is_none() && via.host.as_ref() != ip.as_bytes() {
+        elem.extend_from_slice(b";received=");
+        elem.extend_from_slice(ip.as_bytes());
+    }
+    out.extend_from_slice(&elem);
+    out.extend_from_slice(&value[first_end..]);
+    Bytes::from(out)
+}
+
+/// As [`response_to`], with the top Via stamped for the request's `source` (see
+/// [`stamp_top_via`]) so the client and any NAT in between can match the response.
+pub fn response_to_source(
+    req: &Message,
+    source: Option<std::net::SocketAddr>,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+) -> MessageBuilder {
+    let mut b = MessageBuilder::response(code, reason);
+    for (i, v) in req.headers_named(&HeaderName::Via).enumerate() {
+        match source {
+            Some(src) if i == 0 => b = b.header(b"Via", &stamp_top_via(v, src)),
+            _ => b = b.header(b"Via", v),
+        }
+    }
+    let mut b = b.copy_headers(req, &HeaderName::From);
     for to in req.headers_named(&HeaderName::To) {
         let has_tag = NameAddr::parse(to, to, "To")
             .map(|n| n.tag().is_some())

@@ -32,13 +32,14 @@
 pub mod auth;
 pub mod header;
 pub mod message;
+pub mod transaction;
 pub mod uri;
 pub mod validate;
 
 pub use header::{CSeq, Contacts, HeaderError, MediaType, NameAddr, Params, Via};
 pub use message::{
     Defect, Header, HeaderName, Limits, Message, MessageBuilder, Method, ParseError, StartLine,
-    response_to,
+    response_to, response_to_source, stamp_top_via,
 };
 pub use uri::{Scheme, Uri, UriError};
 pub use validate::{Policy, Rejection, Verdict, validate};
