@@ -31,7 +31,9 @@
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod mix;
 pub mod prompt;
+pub mod record;
 pub mod tone;
 pub mod wav;
 
