@@ -234,7 +234,10 @@ impl Config {
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, col)
 }
 
@@ -246,8 +249,18 @@ mod tests {
     fn empty_file_gives_localhost_defaults() {
         let config = Config::from_toml_str("", "empty.toml").expect("defaults are valid");
         assert_eq!(config.http.listen, "127.0.0.1:8080".parse().expect("addr"));
-        assert!(config.sip.listen.iter().all(|l| l.address.ip().is_loopback()));
-        assert!(config.database_url().starts_with("sqlite://data/zentrale.db"));
+        assert!(
+            config
+                .sip
+                .listen
+                .iter()
+                .all(|l| l.address.ip().is_loopback())
+        );
+        assert!(
+            config
+                .database_url()
+                .starts_with("sqlite://data/zentrale.db")
+        );
     }
 
     #[test]
@@ -264,7 +277,10 @@ mod tests {
                 }
             }
         }
-        assert!(seen >= 2, "expected deploy/ and examples/ sample configs, saw {seen}");
+        assert!(
+            seen >= 2,
+            "expected deploy/ and examples/ sample configs, saw {seen}"
+        );
     }
 
     #[test]
@@ -278,8 +294,11 @@ mod tests {
 
     #[test]
     fn bad_value_is_an_error_naming_the_line() {
-        let err = Config::from_toml_str("[sip]\n\n[[sip.listen]]\ntransport = \"sctp\"\naddress = \"127.0.0.1:5060\"\n", "z.toml")
-            .expect_err("unknown transport");
+        let err = Config::from_toml_str(
+            "[sip]\n\n[[sip.listen]]\ntransport = \"sctp\"\naddress = \"127.0.0.1:5060\"\n",
+            "z.toml",
+        )
+        .expect_err("unknown transport");
         let msg = format!("{err:#}");
         assert!(msg.contains("z.toml:4"), "{msg}");
         assert!(msg.contains("sctp"), "{msg}");

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod routing_host;
 mod serve;
 mod simulate;
 

@@ -1,11 +1,16 @@
 //! `zentrale serve`: starts the runtime, the listeners and the wiring between the crates, and
 //! shuts them down gracefully on Ctrl-C / SIGTERM.
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use tokio::sync::broadcast;
+
 use crate::config::{Config, LogFormat};
+use crate::routing_host::RoutingHost;
 
 /// Loads the configuration, starts everything, and blocks until shutdown.
 pub fn run(config_path: Option<&Path>, demo: bool) -> anyhow::Result<()> {
@@ -34,10 +39,81 @@ fn init_logging(config: &Config) {
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    tracing::info!(demo, data_dir = %config.data_dir.display(), "zentrale starting");
-    shutdown_signal().await;
+    let db_url = config.database_url();
+    let store = crm_api::Store::open(&db_url)
+        .await
+        .with_context(|| format!("cannot open the database {db_url}"))?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database schema")?;
+    let demo_tenant = if demo {
+        Some(
+            crm_api::demo::seed(&store)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the demo tenant: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let state = crm_api::AppState::new(store.clone());
+
+    // Routing engines: one per tenant, reconfigured live whenever the API saves a change.
+    let mut routing = RoutingHost::new(store.clone());
+    let mut updates = state.subscribe_routing();
+    if let Some(tenant) = demo_tenant {
+        let config = state
+            .routing_config(tenant)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot load the demo routing configuration: {e}"))?;
+        routing.apply(tenant, Arc::new(config)).await;
+    }
+    tokio::spawn(async move {
+        loop {
+            match updates.recv().await {
+                Ok(update) => routing.apply(update.tenant, update.config).await,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        "missed {n} routing updates; the next one carries the full config"
+                    );
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+
+    let app = crm_api::router(state);
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+    let http = listener.local_addr().context("HTTP listener address")?;
+    print_banner(http, &db_url, demo);
+    tracing::info!(%http, database = store.backend_name(), "zentrale serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
     tracing::info!("shutting down");
+    store.close().await;
     Ok(())
+}
+
+/// What a newcomer needs to start clicking and calling.
+fn print_banner(http: SocketAddr, db_url: &str, demo: bool) {
+    println!();
+    println!("zentrale is running");
+    println!("  API          http://{http}/api/v1/  (OpenAPI: http://{http}/api/v1/openapi.json)");
+    println!("  events       ws://{http}/api/v1/events");
+    println!("  database     {db_url}");
+    if demo {
+        println!("  demo tenant  '{}'", crm_api::demo::DEMO_TENANT);
+        for (user, password, role) in crm_api::demo::DEMO_LOGINS {
+            println!("    {role:<10} login {user:<6} password {password}");
+        }
+        println!("  demo queue   support (DID +4930123456)");
+    }
+    println!("  stop with Ctrl-C");
+    println!();
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what systemd sends).
