@@ -33,6 +33,7 @@ pub mod g711;
 pub mod jitter;
 pub mod mix;
 pub mod prompt;
+pub mod quality;
 pub mod record;
 pub mod tone;
 pub mod wav;
