@@ -35,6 +35,7 @@ use rand::{Rng, SeedableRng};
 const AGENTS: usize = 10_000;
 const QUEUES: usize = 1_000;
 const SKILLS: usize = 200;
+/// Steady-state arrivals; `ZENTRALE_BENCH_ARRIVALS` overrides (e.g. a short run under perf).
 const STEADY_ARRIVALS: u64 = 2_000_000;
 const STORM: u64 = 100_000;
 
@@ -113,6 +114,8 @@ struct Phase {
     inputs: u64,
     engine_time: Duration,
     latency: Histogram<u64>,
+    /// The slowest input of the phase: (ns, input kind, actions drained).
+    slowest: (u64, &'static str, usize),
 }
 
 impl Phase {
@@ -126,6 +129,7 @@ impl Phase {
             // 1 ns .. 10 s, 3 significant digits.
             latency: Histogram::new_with_bounds(1, 10_000_000_000, 3)
                 .expect("valid histogram bounds"),
+            slowest: (0, "", 0),
         }
     }
 
@@ -146,6 +150,17 @@ impl Phase {
             h.value_at_quantile(0.999),
             h.max()
         );
+        // Time inside the deciding inputs only (mean latency × count), for comparison with
+        // the all-inputs throughput above.
+        let deciding_s = h.mean() * h.len() as f64 / 1e9;
+        println!(
+            "{:<13} {:.0} decisions/s counting only the deciding inputs' time; slowest input: {} ns ({}, {} actions drained)",
+            "",
+            self.decisions as f64 / deciding_s,
+            self.slowest.0,
+            self.slowest.1,
+            self.slowest.2
+        );
     }
 }
 
@@ -159,12 +174,19 @@ struct Driver {
 
 impl Driver {
     /// Runs one input through `f`, drains, and books the call in `phase`.
-    fn input(&mut self, phase: &mut Phase, f: impl FnOnce(&mut Engine, Timestamp)) {
+    fn input(
+        &mut self,
+        phase: &mut Phase,
+        kind: &'static str,
+        f: impl FnOnce(&mut Engine, Timestamp),
+    ) {
         let now = Timestamp(self.now);
         let start = Instant::now();
         f(&mut self.engine, now);
         let mut offers = 0u64;
+        let mut drained = 0usize;
         while let Some(action) = self.engine.poll_action() {
+            drained += 1;
             match action {
                 Action::Offer { offer, .. } | Action::DialCallback { offer, .. } => {
                     offers += 1;
@@ -183,11 +205,14 @@ impl Driver {
         let elapsed = start.elapsed();
         phase.engine_time += elapsed;
         phase.inputs += 1;
+        // Saturating: a call never takes 584 years.
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
+        if ns > phase.slowest.0 {
+            phase.slowest = (ns, kind, drained);
+        }
         if offers > 0 {
             phase.decisions += 1;
             phase.offers += offers;
-            // Saturating: a call never takes 584 years.
-            let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
             phase.latency.saturating_record(ns);
         }
     }
@@ -196,7 +221,7 @@ impl Driver {
     fn accept_all(&mut self, phase: &mut Phase) {
         while let Some(offer) = self.pending_offers.pop() {
             // A ring-all loser's offer is already cancelled: the engine says so, harmlessly.
-            self.input(phase, |e, now| {
+            self.input(phase, "offer accepted", |e, now| {
                 let _ = e.handle_offer_accepted(now, offer);
             });
         }
@@ -208,13 +233,13 @@ impl Driver {
             if t.as_millis() > self.now {
                 break;
             }
-            self.input(phase, |e, now| e.handle_timeout(now));
+            self.input(phase, "timeout", |e, now| e.handle_timeout(now));
         }
     }
 
     fn end_oldest(&mut self, phase: &mut Phase) {
         if let Some(c) = self.connected.pop_front() {
-            self.input(phase, |e, now| {
+            self.input(phase, "contact ended", |e, now| {
                 let _ = e.handle_contact_ended(now, c);
             });
         }
@@ -241,6 +266,10 @@ fn build(toml: &str, seed: u64) -> Driver {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
+    let steady_arrivals: u64 = std::env::var("ZENTRALE_BENCH_ARRIVALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(STEADY_ARRIVALS);
     let mut rng = SmallRng::seed_from_u64(42);
     let t = Instant::now();
     let toml = tenant_toml(&mut rng);
@@ -265,13 +294,13 @@ fn main() {
     let busy_target = AGENTS * 95 / 100;
     let mut next_id: u128 = 1;
     let wall = Instant::now();
-    for i in 0..(STEADY_ARRIVALS + 200_000) {
+    for i in 0..(steady_arrivals + 200_000) {
         let phase = if i < 200_000 { &mut warm } else { &mut steady };
         d.now += 1;
         let queue = queue_ids[rng.random_range(0..QUEUES)].clone();
         let id = ContactId::from_u128(next_id);
         next_id += 1;
-        d.input(phase, |e, now| {
+        d.input(phase, "new contact", |e, now| {
             e.handle_new_contact(now, NewContact::new(id, queue, Channel::Voice))
                 .expect("valid contact");
         });
@@ -293,7 +322,7 @@ fn main() {
         .sum();
     println!(
         "steady state: {} arrivals after a {} warm-up, {:.2} s wall; at the end {} talking, {} waiting",
-        STEADY_ARRIVALS,
+        steady_arrivals,
         200_000,
         wall.elapsed().as_secs_f64(),
         d.connected.len(),
@@ -315,7 +344,7 @@ fn main() {
         let id = ContactId::from_u128(next_id);
         next_id += 1;
         let before = storm.engine_time;
-        d.input(&mut storm, |e, now| {
+        d.input(&mut storm, "new contact", |e, now| {
             e.handle_new_contact(now, NewContact::new(id, queue, Channel::Voice))
                 .expect("valid contact");
         });
