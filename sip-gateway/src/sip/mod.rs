@@ -32,6 +32,7 @@
 pub mod auth;
 pub mod header;
 pub mod message;
+pub mod registrar;
 pub mod transaction;
 pub mod uri;
 pub mod validate;

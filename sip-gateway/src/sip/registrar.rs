@@ -1,0 +1,455 @@
+//! The registrar for agents' desk phones (RFC 3261 §10.3), sans-IO.
+//!
+//! [`Registrar::handle_register`] takes a validated REGISTER, the source it came from and the
+//! time, and returns the response to send (or a reason to drop it). It authenticates with
+//! digest ([`super::auth::DigestServer`]: MD5 and SHA-256, stale nonces), keeps several contacts
+//! per address-of-record, each with its own expiry, the source address and transport it
+//! registered from (a phone behind NAT is reached there, not at its private Contact), and
+//! removes bindings on `Expires: 0`, `Contact: *` or expiry ([`Registrar::handle_timeout`]).
+//! Failed authentications are counted per source IP; a source over the limit is dropped
+//! without an answer until its window passes, so password guessing costs the guesser time
+//! and costs us no hashing.
+//!
+//! Two clocks come in as arguments: `now: Instant` for expiry, and `wall_secs` (seconds of a
+//! clock shared by all nodes) for the nonces, which must survive a restart.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::auth::{AuthError, DigestServer, parse_digest};
+use super::header::Contacts;
+use super::message::{HeaderName, Message, MessageBuilder, response_to_source};
+use super::transaction::Peer;
+
+/// Registrar settings.
+#[derive(Debug, Clone)]
+pub struct RegistrarConfig {
+    /// Shortest registration accepted (shorter gets 423 with Min-Expires).
+    pub min_expires: u32,
+    /// Longest registration granted (longer requests are shortened).
+    pub max_expires: u32,
+    /// Used when the REGISTER names no expiry.
+    pub default_expires: u32,
+    /// Most contacts one AOR may hold (desk phone, softphone, mobile...).
+    pub max_contacts_per_aor: usize,
+    /// Failed authentications allowed per source IP within `failure_window`.
+    pub max_auth_failures: u32,
+    /// The window for counting failures; a blocked source is released when it passes.
+    pub failure_window: Duration,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts_per_aor: 10,
+            max_auth_failures: 5,
+            failure_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One registered contact of an AOR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI as the phone sent it.
+    pub contact: Bytes,
+    /// When it lapses.
+    pub expires_at: Instant,
+    /// Where the REGISTER came from: requests to this phone go here (NAT).
+    pub source: Peer,
+    /// Call-ID of the registering REGISTER (RFC 3261 §10.3 step 7 ordering).
+    pub call_id: Bytes,
+    /// CSeq of the registering REGISTER.
+    pub cseq: u32,
+}
+
+/// Changes the B2BUA and acd-core want to know about (a phone coming and going).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegistrarEvent {
+    /// A new contact for an AOR.
+    Registered {
+        /// The AOR's user (the agent's extension).
+        aor: String,
+        /// The contact URI.
+        contact: Bytes,
+    },
+    /// A contact was removed by its phone.
+    Unregistered {
+        /// The AOR's user.
+        aor: String,
+        /// The contact URI.
+        contact: Bytes,
+    },
+    /// A contact lapsed without refresh.
+    Expired {
+        /// The AOR's user.
+        aor: String,
+        /// The contact URI.
+        contact: Bytes,
+    },
+}
+
+/// What to do with a REGISTER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterAction {
+    /// Send this response to the source.
+    Respond {
+        /// Status code (for logs and tests).
+        status: u16,
+        /// The wire bytes.
+        bytes: Bytes,
+    },
+    /// Send nothing (the source is rate-limited); log the reason.
+    Drop(&'static str),
+}
+
+#[derive(Debug, Default)]
+struct Failures {
+    times: VecDeque<Instant>,
+}
+
+/// The registrar; see the module docs.
+#[derive(Debug)]
+pub struct Registrar {
+    config: RegistrarConfig,
+    digest: DigestServer,
+    bindings: HashMap<String, Vec<Binding>>,
+    failures: HashMap<IpAddr, Failures>,
+    events: VecDeque<RegistrarEvent>,
+    to_tag: Bytes,
+}
+
+impl Registrar {
+    /// A registrar authenticating against `digest`'s realm.
+    pub fn new(config: RegistrarConfig, digest: DigestServer) -> Registrar {
+        Registrar {
+            config,
+            digest,
+            bindings: HashMap::new(),
+            failures: HashMap::new(),
+            events: VecDeque::new(),
+            to_tag: Bytes::from_static(b"zreg"),
+        }
+    }
+
+    /// Current bindings of an AOR (by user part), not expired at `now`.
+    pub fn bindings(&self, aor: &str, now: Instant) -> Vec<&Binding> {
+        self.bindings
+            .get(aor)
+            .map(|v| v.iter().filter(|b| b.expires_at > now).collect())
+            .unwrap_or_default()
+    }
+
+    /// Next change for the TU.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<RegistrarEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next binding expiry.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.bindings
+            .values()
+            .flat_map(|v| v.iter().map(|b| b.expires_at))
+            .min()
+    }
+
+    /// Removes lapsed bindings and forgets old failure counts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let events = &mut self.events;
+        self.bindings.retain(|aor, list| {
+            list.retain(|b| {
+                let alive = b.expires_at > now;
+                if !alive {
+                    events.push_back(RegistrarEvent::Expired {
+                        aor: aor.clone(),
+                        contact: b.contact.clone(),
+                    });
+                }
+                alive
+            });
+            !list.is_empty()
+        });
+        let window = self.config.failure_window;
+        self.failures.retain(|_, f| {
+            while f
+                .times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= window)
+            {
+                f.times.pop_front();
+            }
+            !f.times.is_empty()
+        });
+    }
+
+    fn blocked(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let window = self.config.failure_window;
+        match self.failures.get_mut(&ip) {
+            Some(f) => {
+                while f
+                    .times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= window)
+                {
+                    f.times.pop_front();
+                }
+                f.times.len() >= self.config.max_auth_failures as usize
+            }
+            None => false,
+        }
+    }
+
+    fn fail(&mut self, ip: IpAddr, now: Instant) {
+        self.failures.entry(ip).or_default().times.push_back(now);
+    }
+
+    fn reply(
+        &self,
+        req: &Message,
+        source: Peer,
+        status: u16,
+        reason: &str,
+        extra: &[(&[u8], Vec<u8>)],
+    ) -> RegisterAction {
+        let mut b = response_to_source(req, Some(source.addr), status, reason, Some(&self.to_tag));
+        for (n, v) in extra {
+            b = b.header(n, v);
+        }
+        RegisterAction::Respond {
+            status,
+            bytes: b.finish(),
+        }
+    }
+
+    fn challenge(
+        &self,
+        req: &Message,
+        source: Peer,
+        wall_secs: u64,
+        stale: bool,
+    ) -> RegisterAction {
+        let [a, b] = self.digest.challenges(wall_secs, stale);
+        self.reply(
+            req,
+            source,
+            401,
+            "Unauthorized",
+            &[
+                (b"WWW-Authenticate", a.into_bytes()),
+                (b"WWW-Authenticate", b.into_bytes()),
+            ],
+        )
+    }
+
+    /// Handles a REGISTER that passed [`super::validate`]. `password_of` returns the SIP
+    /// password of a user (the agent's extension), `None` for unknown users.
+    pub fn handle_register(
+        &mut self,
+        now: Instant,
+        wall_secs: u64,
+        req: &Message,
+        source: Peer,
+        password_of: impl Fn(&str) -> Option<String>,
+    ) -> RegisterAction {
+        let ip = source.addr.ip();
+        if self.blocked(ip, now) {
+            return RegisterAction::Drop("too many failed authentications from this source");
+        }
+        // The AOR is the To URI's user part.
+        let Some(aor) = req.to().ok().flatten().and_then(|t| {
+            t.uri
+                .user_unescaped()
+                .map(|u| String::from_utf8_lossy(&u).into_owned())
+        }) else {
+            return self.reply(req, source, 404, "Not Found", &[]);
+        };
+        let Some(auth) = req.headers_named(&HeaderName::Authorization).next() else {
+            return self.challenge(req, source, wall_secs, false);
+        };
+        let creds = match parse_digest(auth) {
+            Ok(c) => c,
+            // An unknown scheme (RFC 4475 §3.3.7) or garbage: offer Digest.
+            Err(_) => return self.challenge(req, source, wall_secs, false),
+        };
+        let Some(username) = DigestServer::username(&creds).map(str::to_string) else {
+            return self.challenge(req, source, wall_secs, false);
+        };
+        let Some(password) = password_of(&username) else {
+            self.fail(ip, now);
+            return self.challenge(req, source, wall_secs, false);
+        };
+        match self.digest.verify(wall_secs, "REGISTER", &creds, &password) {
+            Ok(_) => {}
+            Err(AuthError::Stale) => return self.challenge(req, source, wall_secs, true),
+            Err(_) => {
+                self.fail(ip, now);
+                return self.challenge(req, source, wall_secs, false);
+            }
+        }
+        if username != aor {
+            return self.reply(req, source, 403, "Forbidden", &[]);
+        }
+        let (Ok(Some(call_id)), Ok(Some(cseq))) = (req.call_id(), req.cseq()) else {
+            return self.reply(req, source, 400, "Bad Request", &[]);
+        };
+        let header_expires = req.expires().ok().flatten();
+        match req.contacts() {
+            Ok(None) => {}
+            Ok(Some(Contacts::Star)) => {
+                if header_expires != Some(0) {
+                    return self.reply(req, source, 400, "Bad Request", &[]);
+                }
+                for b in self.bindings.remove(&aor).unwrap_or_default() {
+                    self.events.push_back(RegistrarEvent::Unregistered {
+                        aor: aor.clone(),
+                        contact: b.contact,
+                    });
+                }
+            }
+            Ok(Some(Contacts::List(list))) => {
+                // Check everything before changing anything (RFC 3261 §10.3 is all-or-nothing).
+                let mut plan = Vec::with_capacity(list.len());
+                for c in &list {
+                    let e = c
+                        .params
+                        .get("expires")
+                        .flatten()
+                        .map(|v| {
+                            super::header::parse_decimal(v)
+                                .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX))
+                        })
+                        .or(header_expires)
+                        .unwrap_or(self.config.default_expires);
+                    if e != 0 && e < self.config.min_expires {
+                        let min = self.config.min_expires.to_string().into_bytes();
+                        return self.reply(
+                            req,
+                            source,
+                            423,
+                            "Interval Too Brief",
+                            &[(b"Min-Expires", min)],
+                        );
+                    }
+                    let existing = self
+                        .bindings
+                        .get(&aor)
+                        .and_then(|v| v.iter().find(|b| b.contact.as_ref() == c.uri.as_bytes()));
+                    if let Some(b) = existing
+                        && b.call_id == call_id
+                        && b.cseq >= cseq.seq
+                    {
+                        return self.reply(req, source, 500, "Server Internal Error", &[]);
+                    }
+                    plan.push((c.uri.raw().clone(), e.min(self.config.max_expires)));
+                }
+                let current = self.bindings.get(&aor).map_or(0, Vec::len);
+                let added = plan
+                    .iter()
+                    .filter(|(u, e)| {
+                        *e > 0
+                            && !self
+                                .bindings
+                                .get(&aor)
+                                .is_some_and(|v| v.iter().any(|b| b.contact == *u))
+                    })
+                    .count();
+                if current + added > self.config.max_contacts_per_aor {
+                    return self.reply(req, source, 403, "Forbidden", &[]);
+                }
+                let list = self.bindings.entry(aor.clone()).or_default();
+                for (uri, e) in plan {
+                    let pos = list.iter().position(|b| b.contact == uri);
+                    if e == 0 {
+                        if let Some(p) = pos {
+                            list.remove(p);
+                            self.events.push_back(RegistrarEvent::Unregistered {
+                                aor: aor.clone(),
+                                contact: uri,
+                            });
+                        }
+                        continue;
+                    }
+                    let b = Binding {
+                        contact: uri.clone(),
+                        expires_at: now + Duration::from_secs(u64::from(e)),
+                        source,
+                        call_id: call_id.clone(),
+                        cseq: cseq.seq,
+                    };
+                    match pos {
+                        Some(p) => list[p] = b,
+                        None => {
+                            list.push(b);
+                            self.events.push_back(RegistrarEvent::Registered {
+                                aor: aor.clone(),
+                                contact: uri,
+                            });
+                        }
+                    }
+                }
+                if list.is_empty() {
+                    self.bindings.remove(&aor);
+                }
+            }
+            Err(_) => return self.reply(req, source, 400, "Bad Request", &[]),
+        }
+        // 200 lists every current binding with its remaining lifetime.
+        let contacts: Vec<(&[u8], Vec<u8>)> = self
+            .bindings(&aor, now)
+            .into_iter()
+            .map(|b| {
+                let left = b.expires_at.saturating_duration_since(now).as_secs();
+                let mut v = b"<".to_vec();
+                v.extend_from_slice(&b.contact);
+                v.extend_from_slice(format!(">;expires={left}").as_bytes());
+                (&b"Contact"[..], v)
+            })
+            .collect();
+        self.reply(req, source, 200, "OK", &contacts)
+    }
+}
+
+/// A REGISTER as a phone would send it (tests, the demo and trunk registration use it).
+// Every argument is one header's value; a builder would only rename them.
+#[allow(clippy::too_many_arguments)]
+pub fn register_request(
+    registrar_uri: &str,
+    user: &str,
+    domain: &str,
+    contact: &str,
+    expires: u32,
+    call_id: &str,
+    cseq: u32,
+    branch: &str,
+    authorization: Option<&str>,
+) -> Bytes {
+    let mut b =
+        MessageBuilder::request(&super::message::Method::Register, registrar_uri.as_bytes())
+            .header(
+                b"Via",
+                format!("SIP/2.0/UDP {domain};branch={branch};rport").as_bytes(),
+            )
+            .header(b"Max-Forwards", b"70")
+            .header(
+                b"From",
+                format!("<sip:{user}@{domain}>;tag=ph{cseq}").as_bytes(),
+            )
+            .header(b"To", format!("<sip:{user}@{domain}>").as_bytes())
+            .header(b"Call-ID", call_id.as_bytes())
+            .header(b"CSeq", format!("{cseq} REGISTER").as_bytes())
+            .header(b"Contact", contact.as_bytes())
+            .header(b"Expires", expires.to_string().as_bytes());
+    if let Some(a) = authorization {
+        b = b.header(b"Authorization", a.as_bytes());
+    }
+    b.finish()
+}
