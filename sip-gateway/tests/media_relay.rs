@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use audio_codec_algorithms::{decode_ulaw, encode_ulaw};
 use sip_gateway::media::{
-    CallStats, Leg, LegSetup, MediaError, MediaEvent, MediaRelay, MediaSessionId, PayloadTypes,
-    PortError, RelayConfig,
+    CallStats, IoMode, Leg, LegSetup, MediaError, MediaEvent, MediaRelay, MediaSessionId,
+    PayloadTypes, PortError, RelayConfig,
 };
+use sip_gateway::sdp::{Codec, LocalMedia, SessionDescription};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -145,19 +146,69 @@ fn next_event(
         .expect("relay event channel closed")
 }
 
-#[test]
-fn tones_cross_the_relay_both_ways() {
+/// Sets up a call the way the B2BUA does, from SDP: the caller's offer creates the call,
+/// the anchored offer goes to the agent, the agent's answer updates leg B, and the anchored
+/// answer goes back to the caller. Then both send tones to where the SDP told them.
+fn tones_cross_the_relay_both_ways(io_mode: IoMode, first_port: u16) {
     let rt = runtime();
-    let (relay, _events) = MediaRelay::start(RelayConfig::default().ports(41000, 41099)).unwrap();
+    let cfg = RelayConfig::default()
+        .ports(first_port, first_port + 99)
+        .io_mode(io_mode);
+    let (relay, _events) = MediaRelay::start(cfg).unwrap();
     let (caller, agent) = (phone(), phone());
+    let offer = SessionDescription::parse(
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+             a=fmtp:101 0-16\r\n",
+            caller.local_addr().unwrap().port()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let leg_a = LegSetup::from_sdp(&offer).unwrap();
     let call = relay
         .add_call(
-            setup(Some(caller.local_addr().unwrap())),
-            setup(Some(agent.local_addr().unwrap())),
+            leg_a,
+            LegSetup {
+                peer: None,
+                ..leg_a
+            },
         )
         .unwrap();
-    let to_a = SocketAddr::new(call.address, call.leg_a.rtp);
-    let to_b = SocketAddr::new(call.address, call.leg_b.rtp);
+    let mut to_agent = offer.clone();
+    to_agent.anchor(LocalMedia {
+        address: call.address,
+        port: call.leg_b.rtp,
+    });
+    let agent_answer = to_agent
+        .answer(
+            &[Codec::Pcmu, Codec::TelephoneEvent],
+            LocalMedia {
+                address: agent.local_addr().unwrap().ip(),
+                port: agent.local_addr().unwrap().port(),
+            },
+            2,
+        )
+        .unwrap();
+    assert_eq!(agent_answer.audio.codec, Codec::Pcmu);
+    relay
+        .update_leg(
+            call.id,
+            Leg::B,
+            LegSetup::from_sdp(&agent_answer.sdp).unwrap(),
+        )
+        .unwrap();
+    rt.block_on(relay.stats(call.id)).unwrap();
+    let mut to_caller = agent_answer.sdp.clone();
+    to_caller.anchor(LocalMedia {
+        address: call.address,
+        port: call.leg_a.rtp,
+    });
+    let to_a = to_caller.rtp_destination(0).unwrap();
+    let to_b = agent_answer.remote_rtp.unwrap();
+    assert_eq!(to_a, SocketAddr::new(call.address, call.leg_a.rtp));
+    assert_eq!(to_b, SocketAddr::new(call.address, call.leg_b.rtp));
 
     thread::scope(|s| {
         let c = &caller;
@@ -183,6 +234,49 @@ fn tones_cross_the_relay_both_ways() {
     assert_eq!(stats.leg_a.lost, 0);
     assert_eq!(stats.leg_b.forwarded, 50);
     assert_eq!(stats.leg_a.latched, Some(caller.local_addr().unwrap()));
+}
+
+#[test]
+fn tones_cross_the_relay_both_ways_batched_io() {
+    tones_cross_the_relay_both_ways(IoMode::Batched, 41000);
+}
+
+#[test]
+fn tones_cross_the_relay_both_ways_per_packet_io() {
+    tones_cross_the_relay_both_ways(IoMode::PerPacket, 41700);
+}
+
+#[test]
+fn hold_and_resume_through_update_leg() {
+    let rt = runtime();
+    let (relay, _events) = MediaRelay::start(RelayConfig::default().ports(41800, 41899)).unwrap();
+    let (caller, agent) = (phone(), phone());
+    let agent_setup = setup(Some(agent.local_addr().unwrap()));
+    let call = relay
+        .add_call(setup(Some(caller.local_addr().unwrap())), agent_setup)
+        .unwrap();
+    let to_a = SocketAddr::new(call.address, call.leg_a.rtp);
+    // The agent puts the caller on hold (re-INVITE with c=0.0.0.0 / no address):
+    // the caller's audio has nowhere to go and is counted, not sent.
+    relay.update_leg(call.id, Leg::B, setup(None)).unwrap();
+    // Commands are applied in order, so a stats reply proves the update is in effect.
+    rt.block_on(relay.stats(call.id)).unwrap();
+    send_tone(&caller, to_a, 1000.0, 5, 1);
+    wait_for(&rt, &relay, call.id, |s| s.leg_a.undeliverable == 5);
+    let mut buf = [0u8; 512];
+    assert!(
+        agent.recv_from(&mut buf).is_err(),
+        "audio leaked to a held agent"
+    );
+    // Resume: audio flows again.
+    relay.update_leg(call.id, Leg::B, agent_setup).unwrap();
+    rt.block_on(relay.stats(call.id)).unwrap();
+    thread::scope(|s| {
+        s.spawn(|| send_tone(&caller, to_a, 1000.0, 25, 1));
+        let (heard, n) = receive_audio(&agent, 25);
+        assert_eq!(n, 25);
+        assert!(tone_share(&heard, 1000.0) > 0.9);
+    });
 }
 
 #[test]

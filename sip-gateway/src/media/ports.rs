@@ -88,7 +88,7 @@ impl PortAllocator {
             .rtp
             .checked_sub(self.first)
             .map(|d| usize::from(d / 2))
-            .filter(|&i| pair.rtp % 2 == 0 && i < self.in_use.len());
+            .filter(|&i| pair.rtp.is_multiple_of(2) && i < self.in_use.len());
         match slot {
             Some(i) if self.in_use[i] => {
                 self.in_use[i] = false;

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 use super::ports::{PortAllocator, PortError, PortPair};
 use super::rtp::PayloadTypes;
 use super::worker::{self, Worker};
+use crate::sdp::SessionDescription;
 
 /// Identifies one bridged call in the relay. Process-local: media stays on the node that
 /// holds the call, so a counter is enough.
@@ -137,6 +138,25 @@ pub struct LegSetup {
     pub rtcp_peer: Option<SocketAddr>,
     /// Payload types negotiated for this leg; only these may latch or be forwarded.
     pub payload_types: PayloadTypes,
+}
+
+impl LegSetup {
+    /// The setup for a leg described by `sdp` (an offer or answer from that leg's peer):
+    /// its first relayed audio stream's RTP and RTCP addresses, and the payload types of it
+    /// that we relay (PCMU, PCMA, telephone-event). `None` when it has no such stream.
+    pub fn from_sdp(sdp: &SessionDescription) -> Option<LegSetup> {
+        let index = sdp.audio_index()?;
+        let media = &sdp.media[index];
+        let relayed: Vec<u8> = media
+            .payload_types()
+            .filter(|&pt| media.codec_of(pt).is_some())
+            .collect();
+        Some(LegSetup {
+            peer: sdp.rtp_destination(index),
+            rtcp_peer: sdp.rtcp_destination(index),
+            payload_types: PayloadTypes::of(&relayed),
+        })
+    }
 }
 
 /// What [`MediaRelay::add_call`] reserved: the relay's ports to write into each leg's SDP.
