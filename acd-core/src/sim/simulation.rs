@@ -109,10 +109,25 @@ struct AgentSim {
     capacity: [u32; 4],
     /// A call excludes every other channel and the reverse.
     voice_exclusive: bool,
+    /// Simulated queues of the contacts in hand (one entry per contact).
+    serving: Vec<usize>,
     /// Indices of the agent's queues that have simulated traffic.
     queues: Vec<usize>,
     /// Skills with proficiency, for the "never offered to an agent lacking the skills" check.
     skills: std::collections::BTreeMap<SkillId, u8>,
+}
+
+impl AgentSim {
+    /// Contacts of `channel` the agent could still take, given capacity and voice exclusivity.
+    fn free_slots(&self, channel: Channel) -> u32 {
+        let voice = self.in_progress[Channel::Voice.index()];
+        let total: u32 = self.in_progress.iter().sum();
+        if self.voice_exclusive && (voice > 0 || (channel == Channel::Voice && total > 0)) {
+            return 0;
+        }
+        let ch = channel.index();
+        self.capacity[ch].saturating_sub(self.in_progress[ch])
+    }
 }
 
 /// A queue's skill requirement, and whether escalation may relax it (then the strict check
@@ -207,6 +222,7 @@ impl Simulation {
                     in_progress: [0; 4],
                     capacity,
                     voice_exclusive: a.capacity.voice_exclusive,
+                    serving: Vec::new(),
                     queues: qs,
                     skills: a.skills.clone(),
                 },
@@ -656,8 +672,16 @@ impl Simulation {
                         o.handle_ms += c.talk_ms + wrap_up_ms;
                     }
                     let channel = self.queues[c.queue].traffic.channel.index();
+                    if let Some(agent) = &c.agent {
+                        self.book_agent(agent);
+                    }
                     if let Some(a) = c.agent.as_ref().and_then(|a| self.agents.get_mut(a)) {
                         a.in_progress[channel] = a.in_progress[channel].saturating_sub(1);
+                        if let Some(q) = queue
+                            && let Some(pos) = a.serving.iter().position(|&x| x == q)
+                        {
+                            a.serving.swap_remove(pos);
+                        }
                     }
                 }
             }
@@ -693,11 +717,17 @@ impl Simulation {
             // Waits are far below i64::MAX milliseconds.
             o.ewt_error_ms += announced as i64 - wait_ms as i64;
         }
+        if let Some(agent) = &agent {
+            self.book_agent(agent);
+        }
         if let Some(agent) = agent
             && let Some(a) = self.agents.get_mut(&agent)
         {
             let ch = channel.index();
             a.in_progress[ch] += 1;
+            if let Some(q) = queue {
+                a.serving.push(q);
+            }
             let voice = a.in_progress[Channel::Voice.index()];
             let others: u32 = a.in_progress.iter().sum::<u32>() - voice;
             if a.voice_exclusive && voice > 0 && others > 0 {
@@ -753,15 +783,18 @@ impl Simulation {
                     AgentState::Available => o.available_ms += span,
                     _ => {}
                 }
-                if !matches!(state, AgentState::LoggedOut | AgentState::Paused { .. }) {
-                    let cap = f64::from(
-                        self.agents
-                            .get(agent)
-                            .map_or(1, |a| a.capacity[self.queues[q].traffic.channel.index()])
-                            .max(1),
-                    );
-                    self.staffed_ms[i][q] += span as f64 * share * cap;
-                }
+                // Servers this agent gave the queue: its contacts in hand from the queue, plus
+                // its free slots for the queue's channel in proportion to the queue's traffic.
+                let Some(a) = self.agents.get(agent) else {
+                    continue;
+                };
+                let in_hand = a.serving.iter().filter(|&&x| x == q).count() as f64;
+                let free = if matches!(state, AgentState::LoggedOut | AgentState::Paused { .. }) {
+                    0.0
+                } else {
+                    f64::from(a.free_slots(self.queues[q].traffic.channel))
+                };
+                self.staffed_ms[i][q] += span as f64 * (in_hand + free * share);
             }
             t = interval_end;
         }
