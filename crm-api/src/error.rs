@@ -231,16 +231,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         if field == "." {
             field.clear();
         }
-        // serde reports an unknown field at its parent's path; name the field itself.
-        if let Some(rest) = inner.strip_prefix("unknown field `")
-            && let Some(name) = rest.split('`').next()
-        {
-            field = if field.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{field}.{name}")
-            };
-        }
         ApiError::validation(field, inner)
     })?;
     de.end()

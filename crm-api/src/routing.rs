@@ -247,15 +247,6 @@ fn from_value<T: DeserializeOwned>(prefix: &str, v: Value) -> Result<T, ApiError
         if path == "." {
             path.clear();
         }
-        if let Some(rest) = inner.strip_prefix("unknown field `")
-            && let Some(name) = rest.split('`').next()
-        {
-            path = if path.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{path}.{name}")
-            };
-        }
         let field = match (prefix.is_empty(), path.is_empty()) {
             (true, _) => path,
             (false, true) => prefix.to_owned(),

@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-use common::TestDb;
 use axum::http::StatusCode;
 use chrono::Duration;
+use common::TestDb;
 use serde_json::json;
 
 both_backends!(
@@ -36,21 +36,34 @@ async fn customer_with_identities_is_found_by_caller_number(db: &TestDb) {
     assert_eq!(s, StatusCode::CREATED, "{c}");
     assert_eq!(c["identities"][0]["value"], "+49301234567");
     assert_eq!(c["identities"][1]["value"], "erika@example.com");
-    let (s, found) = api.get("/api/v1/customers/lookup?phone=%2B49301234567", &tok).await;
+    let (s, found) = api
+        .get("/api/v1/customers/lookup?phone=%2B49301234567", &tok)
+        .await;
     assert_eq!(s, StatusCode::OK, "{found}");
     assert_eq!(found["id"], c["id"]);
-    let (s, found) = api.get("/api/v1/customers/lookup?phone=0049301234567", &tok).await;
+    let (s, found) = api
+        .get("/api/v1/customers/lookup?phone=0049301234567", &tok)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(found["id"], c["id"]);
-    let (s, found) = api.get("/api/v1/customers/lookup?email=ERIKA@example.com", &tok).await;
+    let (s, found) = api
+        .get("/api/v1/customers/lookup?email=ERIKA@example.com", &tok)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(found["id"], c["id"]);
-    let (s, _) = api.get("/api/v1/customers/lookup?phone=%2B4930999999", &tok).await;
+    let (s, _) = api
+        .get("/api/v1/customers/lookup?phone=%2B4930999999", &tok)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, e) = api.get("/api/v1/customers/lookup?phone=030123", &tok).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(common::error_of(&e).1.as_deref(), Some("phone"));
-    let (s, got) = api.get(&format!("/api/v1/customers/{}", c["id"].as_str().unwrap()), &tok).await;
+    let (s, got) = api
+        .get(
+            &format!("/api/v1/customers/{}", c["id"].as_str().unwrap()),
+            &tok,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(got, c);
 }
@@ -62,7 +75,13 @@ async fn identity_belongs_to_one_customer(db: &TestDb) {
     let body = json!({"name": "A", "identities": [{"kind": "phone", "value": "+4930111"}]});
     let (s, _) = api.post("/api/v1/customers", &tok, body.clone()).await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, e) = api.post("/api/v1/customers", &tok, json!({"name": "B", "identities": [{"kind": "phone", "value": "+49 30 111"}]})).await;
+    let (s, e) = api
+        .post(
+            "/api/v1/customers",
+            &tok,
+            json!({"name": "B", "identities": [{"kind": "phone", "value": "+49 30 111"}]}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
     assert_eq!(common::error_of(&e).1.as_deref(), Some("identities"));
     // the failed customer was rolled back with its identity insert
@@ -89,15 +108,31 @@ async fn custom_fields_are_typed_and_required(db: &TestDb) {
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
     let (s, _) = api
-        .post("/api/v1/custom-fields", &agent, json!({"key": "x", "label": "X", "kind": "text"}))
+        .post(
+            "/api/v1/custom-fields",
+            &agent,
+            json!({"key": "x", "label": "X", "kind": "text"}),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let cases = [
         (json!({"name": "A"}), "custom.contract_no"),
-        (json!({"name": "A", "custom": {"contract_no": "12"}}), "custom.contract_no"),
-        (json!({"name": "A", "custom": {"contract_no": 12, "tier": "bronze"}}), "custom.tier"),
-        (json!({"name": "A", "custom": {"contract_no": 12, "birthday": "1990-13-01"}}), "custom.birthday"),
-        (json!({"name": "A", "custom": {"contract_no": 12, "nope": 1}}), "custom.nope"),
+        (
+            json!({"name": "A", "custom": {"contract_no": "12"}}),
+            "custom.contract_no",
+        ),
+        (
+            json!({"name": "A", "custom": {"contract_no": 12, "tier": "bronze"}}),
+            "custom.tier",
+        ),
+        (
+            json!({"name": "A", "custom": {"contract_no": 12, "birthday": "1990-13-01"}}),
+            "custom.birthday",
+        ),
+        (
+            json!({"name": "A", "custom": {"contract_no": 12, "nope": 1}}),
+            "custom.nope",
+        ),
     ];
     for (body, field) in cases {
         let (s, e) = api.post("/api/v1/customers", &agent, body.clone()).await;
@@ -109,11 +144,30 @@ async fn custom_fields_are_typed_and_required(db: &TestDb) {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{c}");
     let id = c["id"].as_str().unwrap();
-    let (s, e) = api.patch(&format!("/api/v1/customers/{id}"), &agent, json!({"custom": {"contract_no": null}})).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "required field cannot be removed: {e}");
-    let (s, c2) = api.patch(&format!("/api/v1/customers/{id}"), &agent, json!({"custom": {"tier": null}, "name": "A2"})).await;
+    let (s, e) = api
+        .patch(
+            &format!("/api/v1/customers/{id}"),
+            &agent,
+            json!({"custom": {"contract_no": null}}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "required field cannot be removed: {e}"
+    );
+    let (s, c2) = api
+        .patch(
+            &format!("/api/v1/customers/{id}"),
+            &agent,
+            json!({"custom": {"tier": null}, "name": "A2"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{c2}");
-    assert_eq!(c2["custom"], json!({"contract_no": 12, "birthday": "1990-01-31"}));
+    assert_eq!(
+        c2["custom"],
+        json!({"contract_no": 12, "birthday": "1990-01-31"})
+    );
     assert_eq!(c2["name"], "A2");
 }
 
@@ -121,30 +175,79 @@ async fn merge_moves_identities_timeline_and_tickets(db: &TestDb) {
     db.tenant("acme").await;
     let tok = db.login("acme", "agent1").await;
     let api = db.api();
-    let (_, a) = api.post("/api/v1/customers", &tok, json!({"name": "Erika", "identities": [{"kind": "phone", "value": "+4930111"}]})).await;
+    let (_, a) = api
+        .post(
+            "/api/v1/customers",
+            &tok,
+            json!({"name": "Erika", "identities": [{"kind": "phone", "value": "+4930111"}]}),
+        )
+        .await;
     let (_, b) = api.post("/api/v1/customers", &tok, json!({"name": "E. Mustermann", "identities": [{"kind": "email", "value": "e@example.com"}]})).await;
-    let (a, b) = (a["id"].as_str().unwrap().to_owned(), b["id"].as_str().unwrap().to_owned());
-    let (s, _) = api.post(&format!("/api/v1/customers/{b}/timeline"), &tok, json!({"kind": "note", "body": "called about invoice"})).await;
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    );
+    let (s, _) = api
+        .post(
+            &format!("/api/v1/customers/{b}/timeline"),
+            &tok,
+            json!({"kind": "note", "body": "called about invoice"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, t) = api.post("/api/v1/tickets", &tok, json!({"customer_id": b, "subject": "Invoice"})).await;
+    let (s, t) = api
+        .post(
+            "/api/v1/tickets",
+            &tok,
+            json!({"customer_id": b, "subject": "Invoice"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{t}");
-    let (s, e) = api.post(&format!("/api/v1/customers/{a}/merge"), &tok, json!({"duplicate_id": a})).await;
+    let (s, e) = api
+        .post(
+            &format!("/api/v1/customers/{a}/merge"),
+            &tok,
+            json!({"duplicate_id": a}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(common::error_of(&e).1.as_deref(), Some("duplicate_id"));
-    let (s, m) = api.post(&format!("/api/v1/customers/{a}/merge"), &tok, json!({"duplicate_id": b})).await;
+    let (s, m) = api
+        .post(
+            &format!("/api/v1/customers/{a}/merge"),
+            &tok,
+            json!({"duplicate_id": b}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{m}");
     assert_eq!(m["identities"].as_array().unwrap().len(), 2);
-    let (_, found) = api.get("/api/v1/customers/lookup?email=e@example.com", &tok).await;
+    let (_, found) = api
+        .get("/api/v1/customers/lookup?email=e@example.com", &tok)
+        .await;
     assert_eq!(found["id"], a.as_str());
-    let (_, tl) = api.get(&format!("/api/v1/customers/{a}/timeline"), &tok).await;
+    let (_, tl) = api
+        .get(&format!("/api/v1/customers/{a}/timeline"), &tok)
+        .await;
     assert_eq!(tl["items"][0]["body"], "called about invoice");
-    let (_, tickets) = api.get(&format!("/api/v1/tickets?customer_id={a}"), &tok).await;
+    let (_, tickets) = api
+        .get(&format!("/api/v1/tickets?customer_id={a}"), &tok)
+        .await;
     assert_eq!(tickets["items"].as_array().unwrap().len(), 1);
     let (_, dup) = api.get(&format!("/api/v1/customers/{b}"), &tok).await;
     assert_eq!(dup["merged_into"], a.as_str());
     let (_, list) = api.get("/api/v1/customers", &tok).await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 1, "merged duplicate is not listed");
-    let (s, _) = api.post(&format!("/api/v1/customers/{a}/merge"), &tok, json!({"duplicate_id": b})).await;
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        1,
+        "merged duplicate is not listed"
+    );
+    let (s, _) = api
+        .post(
+            &format!("/api/v1/customers/{a}/merge"),
+            &tok,
+            json!({"duplicate_id": b}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "second merge refused");
 }
 
@@ -152,15 +255,20 @@ async fn timeline_is_newest_first_with_cursor_pages(db: &TestDb) {
     db.tenant("acme").await;
     let tok = db.login("acme", "agent1").await;
     let api = db.api();
-    let (_, c) = api.post("/api/v1/customers", &tok, json!({"name": "T"})).await;
+    let (_, c) = api
+        .post("/api/v1/customers", &tok, json!({"name": "T"}))
+        .await;
     let id = c["id"].as_str().unwrap();
     let base = db.clock_now();
     // recorded out of order: the timeline orders by when it happened
     for i in [3, 1, 4, 0, 2] {
         let at = base - Duration::minutes(10 - i);
         let (s, v) = api
-            .post(&format!("/api/v1/customers/{id}/timeline"), &tok,
-                  json!({"kind": "mail", "occurred_at": at, "subject": format!("m{i}")}))
+            .post(
+                &format!("/api/v1/customers/{id}/timeline"),
+                &tok,
+                json!({"kind": "mail", "occurred_at": at, "subject": format!("m{i}")}),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
@@ -182,7 +290,12 @@ async fn timeline_is_newest_first_with_cursor_pages(db: &TestDb) {
         }
     }
     assert_eq!(seen, ["m4", "m3", "m2", "m1", "m0"]);
-    let (s, e) = api.get(&format!("/api/v1/customers/{id}/timeline?cursor=x'%20OR%201=1--"), &tok).await;
+    let (s, e) = api
+        .get(
+            &format!("/api/v1/customers/{id}/timeline?cursor=x'%20OR%201=1--"),
+            &tok,
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(common::error_of(&e).1.as_deref(), Some("cursor"));
 }
@@ -192,7 +305,9 @@ async fn ticket_status_change_lands_on_timeline(db: &TestDb) {
     let tok = db.login("acme", "agent1").await;
     let api = db.api();
     let (_, me) = api.get("/api/v1/auth/me", &tok).await;
-    let (_, c) = api.post("/api/v1/customers", &tok, json!({"name": "T"})).await;
+    let (_, c) = api
+        .post("/api/v1/customers", &tok, json!({"name": "T"}))
+        .await;
     let cid = c["id"].as_str().unwrap();
     let (s, t) = api
         .post("/api/v1/tickets", &tok, json!({"customer_id": cid, "subject": "Router broken", "priority": "high",
@@ -201,20 +316,40 @@ async fn ticket_status_change_lands_on_timeline(db: &TestDb) {
     assert_eq!(s, StatusCode::CREATED, "{t}");
     assert_eq!(t["status"], "open");
     let tid = t["id"].as_str().unwrap();
-    let (s, t2) = api.patch(&format!("/api/v1/tickets/{tid}"), &tok, json!({"status": "solved"})).await;
+    let (s, t2) = api
+        .patch(
+            &format!("/api/v1/tickets/{tid}"),
+            &tok,
+            json!({"status": "solved"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{t2}");
     assert_eq!(t2["status"], "solved");
-    let (_, tl) = api.get(&format!("/api/v1/customers/{cid}/timeline"), &tok).await;
+    let (_, tl) = api
+        .get(&format!("/api/v1/customers/{cid}/timeline"), &tok)
+        .await;
     assert_eq!(tl["items"][0]["kind"], "status_change");
     assert_eq!(tl["items"][0]["ticket_id"], tid);
     let (_, open) = api.get("/api/v1/tickets?status=open", &tok).await;
     assert_eq!(open["items"].as_array().unwrap().len(), 0);
     let (_, solved) = api.get("/api/v1/tickets?status=solved", &tok).await;
     assert_eq!(solved["items"].as_array().unwrap().len(), 1);
-    let (s, e) = api.patch(&format!("/api/v1/tickets/{tid}"), &tok, json!({"status": "closed"})).await;
+    let (s, e) = api
+        .patch(
+            &format!("/api/v1/tickets/{tid}"),
+            &tok,
+            json!({"status": "closed"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(common::error_of(&e).1.as_deref(), Some("status"));
-    let (s, e) = api.patch(&format!("/api/v1/tickets/{tid}"), &tok, json!({"assignee": uuid::Uuid::now_v7()})).await;
+    let (s, e) = api
+        .patch(
+            &format!("/api/v1/tickets/{tid}"),
+            &tok,
+            json!({"assignee": uuid::Uuid::now_v7()}),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(common::error_of(&e).1.as_deref(), Some("assignee"));
 }
@@ -224,7 +359,13 @@ async fn cdr_of_known_caller_lands_on_timeline(db: &TestDb) {
     let tok = db.login("acme", "agent1").await;
     let sup = db.login("acme", "super").await;
     let api = db.api();
-    let (_, c) = api.post("/api/v1/customers", &tok, json!({"name": "Caller", "identities": [{"kind": "phone", "value": "+4930555"}]})).await;
+    let (_, c) = api
+        .post(
+            "/api/v1/customers",
+            &tok,
+            json!({"name": "Caller", "identities": [{"kind": "phone", "value": "+4930555"}]}),
+        )
+        .await;
     let now = db.clock_now();
     let cdr = crm_api::customers::CdrRecord {
         tenant,
@@ -247,9 +388,17 @@ async fn cdr_of_known_caller_lands_on_timeline(db: &TestDb) {
     };
     let cust = db.store.insert_cdr(&cdr).await.unwrap();
     assert_eq!(cust.map(|c| c.to_string()).as_deref(), c["id"].as_str());
-    let unknown = crm_api::customers::CdrRecord { caller: "anonymous".into(), ..cdr.clone() };
+    let unknown = crm_api::customers::CdrRecord {
+        caller: "anonymous".into(),
+        ..cdr.clone()
+    };
     assert_eq!(db.store.insert_cdr(&unknown).await.unwrap(), None);
-    let (_, tl) = api.get(&format!("/api/v1/customers/{}/timeline", c["id"].as_str().unwrap()), &tok).await;
+    let (_, tl) = api
+        .get(
+            &format!("/api/v1/customers/{}/timeline", c["id"].as_str().unwrap()),
+            &tok,
+        )
+        .await;
     let items = tl["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["kind"], "call");
@@ -279,7 +428,11 @@ async fn queue_log_round_trips(db: &TestDb) {
         })
         .collect();
     db.store.append_queue_log(&rows).await.unwrap();
-    let got = db.store.queue_log(tenant, now, now + Duration::hours(1)).await.unwrap();
+    let got = db
+        .store
+        .queue_log(tenant, now, now + Duration::hours(1))
+        .await
+        .unwrap();
     assert_eq!(got, rows[..4].to_vec());
 }
 
@@ -288,12 +441,19 @@ async fn customers_list_paginates(db: &TestDb) {
     let tok = db.login("acme", "agent1").await;
     let api = db.api();
     for i in 0..5 {
-        api.post("/api/v1/customers", &tok, json!({"name": format!("Kunde {i}")})).await;
+        api.post(
+            "/api/v1/customers",
+            &tok,
+            json!({"name": format!("Kunde {i}")}),
+        )
+        .await;
     }
     let (_, p1) = api.get("/api/v1/customers?limit=3", &tok).await;
     assert_eq!(p1["items"].as_array().unwrap().len(), 3);
     let c = p1["next_cursor"].as_str().unwrap();
-    let (_, p2) = api.get(&format!("/api/v1/customers?limit=3&cursor={c}"), &tok).await;
+    let (_, p2) = api
+        .get(&format!("/api/v1/customers?limit=3&cursor={c}"), &tok)
+        .await;
     assert_eq!(p2["items"].as_array().unwrap().len(), 2);
     assert!(p2["next_cursor"].is_null());
     assert_eq!(p2["items"][1]["name"], "Kunde 4");

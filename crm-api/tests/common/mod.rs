@@ -73,7 +73,10 @@ impl TestDb {
     }
 
     pub async fn sqlite() -> Self {
-        Self::wrap(Store::open("sqlite::memory:").await.expect("open sqlite"), None)
+        Self::wrap(
+            Store::open("sqlite::memory:").await.expect("open sqlite"),
+            None,
+        )
     }
 
     /// A fresh schema on the test PostgreSQL; `None` (with a loud SKIPPED line) when it is
@@ -188,7 +191,8 @@ impl Api {
         body: Option<Value>,
     ) -> (StatusCode, Value, HeaderMap) {
         let raw = body.map(|b| b.to_string());
-        self.raw(method, path, token, raw.as_deref(), "application/json").await
+        self.raw(method, path, token, raw.as_deref(), "application/json")
+            .await
     }
 
     pub async fn raw(
@@ -221,7 +225,8 @@ impl Api {
         let v = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, v, headers)
     }
@@ -239,7 +244,9 @@ impl Api {
         (s, v)
     }
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        let (s, v, _) = self.call(Method::PATCH, path, Some(token), Some(body)).await;
+        let (s, v, _) = self
+            .call(Method::PATCH, path, Some(token), Some(body))
+            .await;
         (s, v)
     }
     pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
@@ -250,7 +257,9 @@ impl Api {
 
 /// Asserts the stable error shape and returns (code, field).
 pub fn error_of(v: &Value) -> (String, Option<String>) {
-    let e = v.get("error").unwrap_or_else(|| panic!("not an error body: {v}"));
+    let e = v
+        .get("error")
+        .unwrap_or_else(|| panic!("not an error body: {v}"));
     assert!(e["message"].is_string(), "error without message: {v}");
     (
         e["code"].as_str().unwrap().to_owned(),
