@@ -485,6 +485,8 @@ fn each_channel_carries_over_100_kbit_per_second_without_loss() {
         assert_eq!(at_caller.join().unwrap(), usize::from(PACKETS));
     });
     let stats = rt.block_on(relay.stats(call.id)).unwrap();
+    let total_bits = 2 * u64::from(PACKETS) * SIZE as u64 * 8;
+    eprintln!("carried {total_bits} bits in both directions without loss");
     for leg in [stats.leg_a, stats.leg_b] {
         assert_eq!(leg.packets, u64::from(PACKETS));
         assert_eq!(leg.bytes, u64::from(PACKETS) * SIZE as u64);
@@ -519,4 +521,37 @@ fn rtcp_passes_through_on_the_next_port() {
     let (n, from) = agent_rtcp.recv_from(&mut buf).expect("RTCP relayed");
     assert_eq!(&buf[..n], &rr);
     assert_eq!(from, SocketAddr::new(call.address, call.leg_b.rtcp()));
+}
+
+#[test]
+fn periodic_stats_events_report_counters() {
+    let rt = runtime();
+    let cfg = RelayConfig::default()
+        .ports(41900, 41999)
+        .stats_interval(Some(Duration::from_millis(200)));
+    let (relay, mut events) = MediaRelay::start(cfg).unwrap();
+    let (caller, agent) = (phone(), phone());
+    let call = relay
+        .add_call(
+            setup(Some(caller.local_addr().unwrap())),
+            setup(Some(agent.local_addr().unwrap())),
+        )
+        .unwrap();
+    send_tone(
+        &caller,
+        SocketAddr::new(call.address, call.leg_a.rtp),
+        1000.0,
+        3,
+        1,
+    );
+    wait_for(&rt, &relay, call.id, |s| s.leg_a.packets == 3);
+    loop {
+        if let MediaEvent::Stats { id, stats } = next_event(&rt, &mut events)
+            && stats.leg_a.packets == 3
+        {
+            assert_eq!(id, call.id);
+            assert_eq!(stats.leg_a.forwarded, 3);
+            break;
+        }
+    }
 }

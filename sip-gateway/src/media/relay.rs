@@ -78,6 +78,9 @@ pub struct RelayConfig {
     pub relatch_after: Duration,
     /// The datagram I/O technique.
     pub io_mode: IoMode,
+    /// When set, every call's counters are reported this often as [`MediaEvent::Stats`]
+    /// (for live quality views); `None` reports them only on request and on removal.
+    pub stats_interval: Option<Duration>,
 }
 
 impl Default for RelayConfig {
@@ -90,6 +93,7 @@ impl Default for RelayConfig {
             rtp_timeout: Duration::from_secs(30),
             relatch_after: Duration::from_millis(500),
             io_mode: IoMode::Batched,
+            stats_interval: None,
         }
     }
 }
@@ -124,6 +128,11 @@ impl RelayConfig {
     /// Sets the I/O technique.
     pub fn io_mode(mut self, m: IoMode) -> Self {
         self.io_mode = m;
+        self
+    }
+    /// Sets the periodic stats report interval.
+    pub fn stats_interval(mut self, every: Option<Duration>) -> Self {
+        self.stats_interval = every;
         self
     }
 }
@@ -224,6 +233,13 @@ pub enum MediaEvent {
         id: MediaSessionId,
         /// The silent leg.
         leg: Leg,
+    },
+    /// Periodic counters of a call (see [`RelayConfig::stats_interval`]).
+    Stats {
+        /// The call.
+        id: MediaSessionId,
+        /// Counters so far.
+        stats: CallStats,
     },
     /// The call was removed; its ports are free again.
     Removed {

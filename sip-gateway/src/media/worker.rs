@@ -354,6 +354,7 @@ impl Worker {
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut next_check = Instant::now() + TICK;
+        let mut next_stats = self.config.stats_interval.map(|d| Instant::now() + d);
         loop {
             let wait = next_check.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
@@ -383,6 +384,17 @@ impl Worker {
             if now >= next_check {
                 self.check_timeouts(now);
                 next_check = now + TICK;
+                if let (Some(at), Some(every)) = (next_stats, self.config.stats_interval)
+                    && now >= at
+                {
+                    for call in self.calls.iter().flatten() {
+                        let _ = self.events.send(MediaEvent::Stats {
+                            id: call.id,
+                            stats: call.stats(),
+                        });
+                    }
+                    next_stats = Some(now + every);
+                }
             }
         }
     }
