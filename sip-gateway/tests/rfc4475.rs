@@ -533,3 +533,22 @@ proptest! {
         check_no_panic(Bytes::from(m));
     }
 }
+
+#[test]
+fn every_accepted_message_survives_serialise_and_parse() {
+    let l = Limits::default();
+    for (name, want) in TABLE {
+        if *want != Expect::Accept {
+            continue;
+        }
+        let m = Message::parse_datagram(data(name), &l).unwrap();
+        let again = Message::parse_datagram(m.to_bytes(), &l).unwrap();
+        assert_eq!(again.start_line(), m.start_line(), "{name}");
+        assert_eq!(again.vias().unwrap(), m.vias().unwrap(), "{name}");
+        assert_eq!(again.from().unwrap(), m.from().unwrap(), "{name}");
+        assert_eq!(again.to().unwrap(), m.to().unwrap(), "{name}");
+        assert_eq!(again.contacts().unwrap(), m.contacts().unwrap(), "{name}");
+        assert_eq!(again.body(), m.body(), "{name}");
+        assert_eq!(validate(&again, &Policy::default()), Verdict::Accept, "{name}");
+    }
+}
