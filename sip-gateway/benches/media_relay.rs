@@ -21,7 +21,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
-use std::io::IoSliceMut;
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,7 +30,8 @@ use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
+    sendmmsg, setsockopt, sockopt,
 };
 use nix::sys::time::TimeSpec;
 use sip_gateway::media::{IoMode, LegSetup, MediaRelay, PayloadTypes, RelayConfig};
@@ -47,6 +48,10 @@ struct Args {
     seconds: u64,
     workers: usize,
     io: IoMode,
+    /// Generator sockets; 0 means one per phone (every phone its own address, as in
+    /// production). Fewer sockets let the generator batch with sendmmsg/recvmmsg, so that
+    /// less of the shared CPU goes to the load generator.
+    phone_sockets: usize,
 }
 
 fn args() -> Args {
@@ -55,6 +60,7 @@ fn args() -> Args {
         seconds: 20,
         workers: 1,
         io: IoMode::Batched,
+        phone_sockets: 0,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -64,6 +70,7 @@ fn args() -> Args {
             "--calls" => a.calls = value.parse().expect("--calls N"),
             "--seconds" => a.seconds = value.parse().expect("--seconds S"),
             "--workers" => a.workers = value.parse().expect("--workers W"),
+            "--phone-sockets" => a.phone_sockets = value.parse().expect("--phone-sockets K"),
             "--io" => {
                 a.io = match value.as_str() {
                     "batched" => IoMode::Batched,
@@ -107,6 +114,11 @@ fn thread_ticks(prefix: &str) -> u64 {
     total
 }
 
+fn to_std(a: &SockaddrStorage) -> SocketAddr {
+    let v4 = a.as_sockaddr_in().expect("the bench runs on 127.0.0.1");
+    SocketAddr::V4((*v4).into())
+}
+
 fn rss_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
@@ -128,11 +140,16 @@ fn main() {
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "media relay bench: {} calls, {} s, {} worker(s), io {:?}; loadavg before: {}",
+        "media relay bench: {} calls, {} s, {} worker(s), io {:?}, phone sockets {}; loadavg before: {}",
         a.calls,
         a.seconds,
         a.workers,
         a.io,
+        if a.phone_sockets == 0 {
+            "one per phone".to_owned()
+        } else {
+            a.phone_sockets.to_string()
+        },
         load.trim()
     );
 
@@ -145,8 +162,13 @@ fn main() {
     let rss_before = rss_kib();
 
     let nphones = a.calls * 2;
-    let mut phones = Vec::with_capacity(nphones);
-    for _ in 0..nphones {
+    let nsockets = if a.phone_sockets == 0 {
+        nphones
+    } else {
+        a.phone_sockets.min(nphones)
+    };
+    let mut phones = Vec::with_capacity(nsockets);
+    for _ in 0..nsockets {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_nonblocking(true).unwrap();
         setsockopt(&s, sockopt::ReceiveTimestampns, &true).unwrap();
@@ -162,7 +184,10 @@ fn main() {
             payload_types: pts,
         };
         let call = relay
-            .add_call(setup(&phones[2 * c]), setup(&phones[2 * c + 1]))
+            .add_call(
+                setup(&phones[(2 * c) % nsockets]),
+                setup(&phones[(2 * c + 1) % nsockets]),
+            )
             .unwrap();
         targets[2 * c] = SocketAddr::new(call.address, call.leg_a.rtp);
         targets[2 * c + 1] = SocketAddr::new(call.address, call.leg_b.rtp);
@@ -192,6 +217,34 @@ fn main() {
         MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec)));
     let mut packet = [0u8; PACKET];
     packet[0] = 0x80;
+    // Per generator socket: packets waiting to go out in one sendmmsg.
+    let mut pending: Vec<Vec<([u8; PACKET], SockaddrStorage)>> =
+        (0..nsockets).map(|_| Vec::with_capacity(BATCH)).collect();
+    let mut dirty: Vec<usize> = Vec::with_capacity(nsockets);
+    let mut send_headers: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
+    let mut flush = |sock: &mio::net::UdpSocket,
+                     batch: &mut Vec<([u8; PACKET], SockaddrStorage)>| {
+        let n = if batch.len() == 1 {
+            usize::from(sock.send_to(&batch[0].0, to_std(&batch[0].1)).is_ok())
+        } else {
+            let iovs: Vec<[IoSlice<'_>; 1]> =
+                batch.iter().map(|(p, _)| [IoSlice::new(p)]).collect();
+            let addrs: Vec<Option<SockaddrStorage>> = batch.iter().map(|(_, a)| Some(*a)).collect();
+            let no_cmsgs: [ControlMessage<'_>; 0] = [];
+            sendmmsg(
+                sock.as_raw_fd(),
+                &mut send_headers,
+                iovs.iter(),
+                &addrs,
+                no_cmsgs,
+                MsgFlags::empty(),
+            )
+            .map(|r| r.count())
+            .unwrap_or(0)
+        };
+        batch.clear();
+        n as u64
+    };
 
     let start = Instant::now() + Duration::from_millis(200);
     let measure_from = realtime_ns() + 200_000_000 + WARMUP.as_nanos() as u64;
@@ -241,10 +294,20 @@ fn main() {
                 packet[4..8].copy_from_slice(&(u32::from(s) * 160).to_be_bytes());
                 packet[8..12].copy_from_slice(&(i as u32).to_be_bytes());
                 packet[12..20].copy_from_slice(&realtime_ns().to_be_bytes());
-                if phones[i].send_to(&packet, targets[i]).is_ok() {
-                    sent += 1;
+                let k = i % nsockets;
+                if pending[k].is_empty() {
+                    dirty.push(k);
+                }
+                pending[k].push((packet, SockaddrStorage::from(targets[i])));
+                if pending[k].len() == BATCH {
+                    sent += flush(&phones[k], &mut pending[k]);
                 }
                 next += 1;
+            }
+            for k in dirty.drain(..) {
+                if !pending[k].is_empty() {
+                    sent += flush(&phones[k], &mut pending[k]);
+                }
             }
         }
         let wake = if now < stop_sending { due(next) } else { stop };
@@ -283,7 +346,8 @@ fn main() {
                 for (k, &(len, recv_ns)) in got[..n].iter().enumerate() {
                     let b = &bufs[k];
                     let from = u32::from_be_bytes([b[8], b[9], b[10], b[11]]) as usize;
-                    if len != PACKET || from ^ 1 != i {
+                    let phone = from ^ 1;
+                    if len != PACKET || phone >= nphones || phone % nsockets != i {
                         misrouted += 1;
                         continue;
                     }
@@ -291,12 +355,12 @@ fn main() {
                     let send_ns = u64::from_be_bytes(b[12..20].try_into().unwrap());
                     if send_ns >= measure_from && recv_ns >= send_ns {
                         transit.saturating_record((recv_ns - send_ns) / 1000);
-                        if let Some((ls, lr)) = last[i] {
+                        if let Some((ls, lr)) = last[phone] {
                             let d = (recv_ns as i64 - lr as i64) - (send_ns as i64 - ls as i64);
                             jitter.saturating_record(d.unsigned_abs() / 1000);
                         }
                     }
-                    last[i] = Some((send_ns, recv_ns));
+                    last[phone] = Some((send_ns, recv_ns));
                 }
                 if n < BATCH {
                     break;
