@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::auth::{AuthError, DigestServer, parse_digest};
+use super::auth::{Algorithm, AuthError, DigestServer, parse_digest};
 use super::header::Contacts;
 use super::message::{HeaderName, Message, MessageBuilder, response_to_source};
 use super::transaction::Peer;
@@ -39,6 +39,9 @@ pub struct RegistrarConfig {
     pub max_auth_failures: u32,
     /// The window for counting failures; a blocked source is released when it passes.
     pub failure_window: Duration,
+    /// Digest algorithms offered, one challenge each, in this order (RFC 8760 §2.4: clients
+    /// take the first they support; some simply take the first).
+    pub algorithms: Vec<Algorithm>,
 }
 
 impl Default for RegistrarConfig {
@@ -50,6 +53,7 @@ impl Default for RegistrarConfig {
             max_contacts_per_aor: 10,
             max_auth_failures: 5,
             failure_window: Duration::from_secs(60),
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
         }
     }
 }
@@ -237,17 +241,16 @@ impl Registrar {
         wall_secs: u64,
         stale: bool,
     ) -> RegisterAction {
-        let [a, b] = self.digest.challenges(wall_secs, stale);
-        self.reply(
-            req,
-            source,
-            401,
-            "Unauthorized",
-            &[
-                (b"WWW-Authenticate", a.into_bytes()),
-                (b"WWW-Authenticate", b.into_bytes()),
-            ],
-        )
+        let headers: Vec<(&[u8], Vec<u8>)> = self
+            .config
+            .algorithms
+            .iter()
+            .map(|a| {
+                let v = self.digest.challenge(wall_secs, *a, stale).into_bytes();
+                (&b"WWW-Authenticate"[..], v)
+            })
+            .collect();
+        self.reply(req, source, 401, "Unauthorized", &headers)
     }
 
     /// Handles a REGISTER that passed [`super::validate`]. `password_of` returns the SIP
