@@ -29,8 +29,24 @@ pub enum HeaderError {
 
 /// `token` characters (RFC 3261 §25.1).
 pub fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+    TOKEN[usize::from(c)]
 }
+
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let extra = b"-.!%*_+`'~";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// True when `s` is a non-empty token.
 pub fn is_token(s: &[u8]) -> bool {
@@ -68,6 +84,16 @@ fn quoted_len(s: &[u8]) -> Option<usize> {
 /// quote or `<` is not closed.
 pub fn split_commas(v: &[u8]) -> Option<SmallVec<[&[u8]; 4]>> {
     let mut out = SmallVec::new();
+    // Fast path: without quotes or angle brackets every comma separates (most Via values).
+    if memchr::memchr3(b'"', b'<', b'>', v).is_none() {
+        let mut start = 0;
+        for i in memchr::memchr_iter(b',', v) {
+            out.push(trim(&v[start..i]));
+            start = i + 1;
+        }
+        out.push(trim(&v[start..]));
+        return Some(out);
+    }
     let mut start = 0;
     let mut i = 0;
     let mut in_angle = false;

@@ -95,24 +95,49 @@ impl fmt::Display for Uri {
     }
 }
 
-fn is_unreserved(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&c)
+/// A byte class as a 256-entry table: the scanners run per byte, and a table lookup beats
+/// searching a list of punctuation for every character.
+const fn class(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric();
+        c += 1;
+    }
+    let unreserved = b"-_.!~*'()";
+    let mut i = 0;
+    while i < unreserved.len() {
+        t[unreserved[i] as usize] = true;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
 }
 
+static USER: [bool; 256] = class(b"&=+$,;?/");
+static PASSWORD: [bool; 256] = class(b"&=+$,");
+static PARAM_OR_EQ: [bool; 256] = class(b"[]/:&+$=");
+static HEADER: [bool; 256] = class(b"[]/?:+$=&");
+
 fn is_user_char(c: u8) -> bool {
-    is_unreserved(c) || b"&=+$,;?/".contains(&c)
+    USER[usize::from(c)]
 }
 
 fn is_password_char(c: u8) -> bool {
-    is_unreserved(c) || b"&=+$,".contains(&c)
+    PASSWORD[usize::from(c)]
 }
 
-fn is_param_char(c: u8) -> bool {
-    is_unreserved(c) || b"[]/:&+$".contains(&c)
+fn is_param_or_eq(c: u8) -> bool {
+    PARAM_OR_EQ[usize::from(c)]
 }
 
 fn is_header_char(c: u8) -> bool {
-    is_unreserved(c) || b"[]/?:+$=&".contains(&c)
+    HEADER[usize::from(c)]
 }
 
 /// Checks that every byte is allowed by `allowed` or is a well-formed `%HH` escape.
@@ -318,7 +343,7 @@ impl Uri {
         let p = &s[params.clone()];
         if !p.is_empty() {
             for part in p[1..].split(|c| *c == b';') {
-                if part.is_empty() || !check_escaped(part, |c| is_param_char(c) || c == b'=') {
+                if part.is_empty() || !check_escaped(part, is_param_or_eq) {
                     return Err(UriError::BadParam);
                 }
             }
@@ -357,7 +382,7 @@ impl Uri {
         let p = &s[end..];
         if !p.is_empty() {
             for part in p[1..].split(|c| *c == b';') {
-                if part.is_empty() || !check_escaped(part, |c| is_param_char(c) || c == b'=') {
+                if part.is_empty() || !check_escaped(part, is_param_or_eq) {
                     return Err(UriError::BadParam);
                 }
             }
