@@ -549,6 +549,10 @@ fn every_accepted_message_survives_serialise_and_parse() {
         assert_eq!(again.to().unwrap(), m.to().unwrap(), "{name}");
         assert_eq!(again.contacts().unwrap(), m.contacts().unwrap(), "{name}");
         assert_eq!(again.body(), m.body(), "{name}");
-        assert_eq!(validate(&again, &Policy::default()), Verdict::Accept, "{name}");
+        assert_eq!(
+            validate(&again, &Policy::default()),
+            Verdict::Accept,
+            "{name}"
+        );
     }
 }

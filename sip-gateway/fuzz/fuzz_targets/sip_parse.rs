@@ -11,8 +11,21 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
     if let Ok(m) = Message::parse_datagram(Bytes::copy_from_slice(data), &limits) {
         let verdict = validate(&m, &Policy::default());
-        let _ = (m.vias(), m.from(), m.to(), m.call_id(), m.cseq(), m.contacts());
-        let _ = (m.routes(), m.record_routes(), m.expires(), m.accept(), m.content_type());
+        let _ = (
+            m.vias(),
+            m.from(),
+            m.to(),
+            m.call_id(),
+            m.cseq(),
+            m.contacts(),
+        );
+        let _ = (
+            m.routes(),
+            m.record_routes(),
+            m.expires(),
+            m.accept(),
+            m.content_type(),
+        );
         let _ = m.max_forwards();
         match verdict {
             Verdict::Reject(r) => {
