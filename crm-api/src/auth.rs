@@ -502,11 +502,6 @@ struct LoginRow {
     password_hash: String,
 }
 
-/// A valid argon2 hash of no password anyone knows: unknown users cost as much time as known
-/// ones, so response times do not reveal which usernames exist.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=8,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$0Xy8lHq2wHkrwx1Gm7Y7Iy1R2yR0H2QG5eJjQ4nXq1Q";
-
 /// Logs in with username and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = crate::error::ErrorBody),
@@ -558,7 +553,9 @@ pub async fn login(
     let ok = match &row {
         Some(r) => verify_password(&req.password, &r.password_hash).await,
         None => {
-            verify_password(&req.password, DUMMY_HASH).await;
+            // Unknown users cost as much time as known ones, so response times do not reveal
+            // which usernames exist.
+            verify_password(&req.password, &state.dummy_hash().await?).await;
             false
         }
     };
@@ -1078,5 +1075,65 @@ impl Principal {
             scopes: None,
             session_hash: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> (String, String) {
+        ("agent1".to_owned(), "127.0.0.1".to_owned())
+    }
+
+    #[test]
+    fn limiter_blocks_after_max_failures_until_window_ends() {
+        let l = LoginLimiter::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).expect("valid time");
+        for _ in 0..LOGIN_MAX_FAILURES {
+            assert!(l.check(&key(), t0).is_ok());
+            l.failed(key(), t0);
+        }
+        assert_eq!(l.check(&key(), t0), Err(LOGIN_WINDOW.num_seconds()));
+        assert!(
+            l.check(&("agent2".to_owned(), "127.0.0.1".to_owned()), t0)
+                .is_ok()
+        );
+        assert!(l.check(&key(), t0 + LOGIN_WINDOW).is_ok());
+        l.succeeded(&key());
+        assert!(l.check(&key(), t0).is_ok());
+    }
+
+    #[test]
+    fn roles_grant_nested_rights_and_providers_only_released_functions() {
+        assert!(Role::Admin.grants(Perm::RoutingWrite));
+        assert!(!Role::Supervisor.grants(Perm::RoutingWrite));
+        assert!(Role::Supervisor.grants(Perm::RoutingRead));
+        assert!(!Role::Agent.grants(Perm::RoutingRead));
+        let mut p = Principal::system(TenantId::new());
+        p.release = Some(Release {
+            provider: ProviderId::new(),
+            queues: vec!["support".into()],
+            functions: vec!["customers".into()],
+        });
+        assert!(p.allows(Perm::CustomersWrite));
+        assert!(!p.allows(Perm::TicketsRead));
+        assert!(
+            !p.allows(Perm::UsersAdmin),
+            "admin rights are never released"
+        );
+        assert!(p.allows(Perm::Events));
+        assert!(p.sees_queue("support") && !p.sees_queue("sales"));
+    }
+
+    #[tokio::test]
+    async fn passwords_verify_only_with_the_right_password() {
+        let h = hash_password("correct horse", HashCost::Fast)
+            .await
+            .expect("hash");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h).await);
+        assert!(!verify_password("correct horse!", &h).await);
+        assert!(!verify_password("correct horse", "not a hash").await);
     }
 }

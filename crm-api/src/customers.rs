@@ -69,13 +69,9 @@ pub struct Identity {
 /// spaces, dashes, dots, slashes and parentheses are dropped). `None` if it is not one.
 pub fn normalize_e164(raw: &str) -> Option<String> {
     let trimmed = raw.trim();
-    let rest = if let Some(r) = trimmed.strip_prefix('+') {
-        r
-    } else if let Some(r) = trimmed.strip_prefix("00") {
-        r
-    } else {
-        return None;
-    };
+    let rest = trimmed
+        .strip_prefix('+')
+        .or_else(|| trimmed.strip_prefix("00"))?;
     let mut digits = String::with_capacity(16);
     for c in rest.chars() {
         match c {
@@ -1966,7 +1962,7 @@ impl AppState {
         let event = Event::ScreenPop {
             contact_id: contact_id.to_owned(),
             caller_number: caller_number.to_owned(),
-            customer,
+            customer: customer.map(Box::new),
             timeline,
         };
         self.events().publish(Envelope {
@@ -1975,5 +1971,82 @@ impl AppState {
             event: event.clone(),
         });
         Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e164_normalisation() {
+        assert_eq!(
+            normalize_e164("+49 (30) 123-4567").as_deref(),
+            Some("+49301234567")
+        );
+        assert_eq!(
+            normalize_e164("0049 30 1234567").as_deref(),
+            Some("+49301234567")
+        );
+        assert_eq!(
+            normalize_e164("030 1234567"),
+            None,
+            "national format has no country"
+        );
+        assert_eq!(normalize_e164("+0301234567"), None);
+        assert_eq!(
+            normalize_e164("+49301234567890123"),
+            None,
+            "more than 15 digits"
+        );
+        assert_eq!(normalize_e164("+49 30 12x4567"), None);
+        assert_eq!(normalize_e164("+123456"), None, "too short");
+        assert_eq!(normalize_e164(""), None);
+    }
+
+    #[test]
+    fn custom_field_types() {
+        let d = |kind, options: &[&str]| FieldDef {
+            key: "k".into(),
+            label: "K".into(),
+            kind,
+            required: false,
+            options: options.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(
+            d(FieldKind::Integer, &[])
+                .check(&serde_json::json!(3))
+                .is_ok()
+        );
+        assert!(
+            d(FieldKind::Integer, &[])
+                .check(&serde_json::json!(3.5))
+                .is_err()
+        );
+        assert!(
+            d(FieldKind::Date, &[])
+                .check(&serde_json::json!("2026-02-29"))
+                .is_err()
+        );
+        assert!(
+            d(FieldKind::Date, &[])
+                .check(&serde_json::json!("2028-02-29"))
+                .is_ok()
+        );
+        assert!(
+            d(FieldKind::Select, &["a"])
+                .check(&serde_json::json!("b"))
+                .is_err()
+        );
+        assert!(
+            d(FieldKind::Boolean, &[])
+                .check(&serde_json::json!("true"))
+                .is_err()
+        );
+        assert!(
+            d(FieldKind::Text, &[])
+                .check(&serde_json::Value::Null)
+                .is_ok()
+        );
     }
 }

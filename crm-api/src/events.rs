@@ -44,7 +44,7 @@ pub enum Event {
         /// Caller number as received.
         caller_number: String,
         /// The customer whose identity matches, if any.
-        customer: Option<Customer>,
+        customer: Option<Box<Customer>>,
         /// Latest timeline items of that customer, newest first.
         timeline: Vec<TimelineItem>,
     },

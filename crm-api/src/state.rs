@@ -27,6 +27,7 @@ struct Inner {
     events: EventHub,
     routing: broadcast::Sender<RoutingUpdate>,
     secure_cookies: bool,
+    dummy_hash: tokio::sync::OnceCell<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -54,6 +55,7 @@ impl AppState {
                 events: EventHub::new(),
                 routing,
                 secure_cookies: false,
+                dummy_hash: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -80,6 +82,17 @@ impl AppState {
     pub(crate) fn secure_cookies(&self) -> bool {
         self.inner.secure_cookies
     }
+    /// A hash of no known password, at the store's cost, for logins of unknown users.
+    pub(crate) async fn dummy_hash(&self) -> Result<String, StoreError> {
+        self.inner
+            .dummy_hash
+            .get_or_try_init(|| {
+                crate::auth::hash_password("no-user-has-this-password", self.store().hash_cost())
+            })
+            .await
+            .cloned()
+    }
+
     /// The hub that feeds `/api/v1/events` sockets.
     pub fn events(&self) -> &EventHub {
         &self.inner.events
