@@ -14,8 +14,11 @@
 //!
 //! The delay is fixed on purpose: adaptive playout (NetEQ-style time stretching) is much more
 //! code and the `neteq` crate is an early preview; 40–60 ms on a LAN/carrier path is enough.
-//! Sender clock drift is handled crudely but safely: a buffer that runs ahead of its ring
-//! re-anchors, one that runs dry conceals.
+//! Sender clock drift and timestamp jumps are handled crudely but safely: a packet far ahead
+//! of the ring (silence suppression, hold), or a run of three far behind it (a sender that
+//! restarted its timestamps), re-anchors the read position while the playout clock keeps
+//! ticking, so the output is always exactly one frame per 20 ms; a buffer that runs dry
+//! conceals.
 
 use super::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
 use std::time::{Duration, Instant};
@@ -23,6 +26,12 @@ use std::time::{Duration, Instant};
 /// Ring size in samples (≈ 1 s at 8 kHz); a power of two so RTP timestamp wrap-around
 /// (2³²) maps onto it continuously.
 const RING: usize = 8192;
+
+/// The longest packet accepted, in samples (256 ms).
+const MAX_PACKET: usize = RING / 4;
+
+/// Consecutive far-behind packets that make the buffer follow a sender's timestamp restart.
+const FAR_BEHIND_RESYNC: u32 = 3;
 
 /// Consecutive concealed frames after which the buffer plays silence instead of echoes of the
 /// last frame (60 ms: longer repetitions sound like a stuck record).
@@ -61,6 +70,7 @@ pub struct JitterBuffer {
     anchor: Option<Anchor>,
     last_frame: Frame,
     concealed_run: u32,
+    far_behind_run: u32,
     stats: JitterStats,
 }
 
@@ -84,6 +94,7 @@ impl JitterBuffer {
             anchor: None,
             last_frame: [0; FRAME_SAMPLES],
             concealed_run: 0,
+            far_behind_run: 0,
             stats: JitterStats::default(),
         }
     }
@@ -99,27 +110,37 @@ impl JitterBuffer {
         if pcm.is_empty() {
             return;
         }
-        // A packet longer than half the ring cannot be placed sensibly; keep its start.
-        let pcm = &pcm[..pcm.len().min(RING / 2)];
+        // No real packetisation exceeds 120 ms; capping at 256 ms keeps every accepted packet
+        // inside the ring together with the largest delay (500 ms).
+        let pcm = &pcm[..pcm.len().min(MAX_PACKET)];
         let anchor = match self.anchor {
             Some(a) => a,
             None => self.reanchor(now, rtp_timestamp),
         };
-        let offset = rtp_timestamp.wrapping_sub(anchor.read_ts) as i32;
-        let end = i64::from(offset) + pcm.len() as i64;
-        if end <= 0 {
+        let mut offset = i64::from(rtp_timestamp.wrapping_sub(anchor.read_ts) as i32);
+        let ahead = offset + pcm.len() as i64 > (RING - FRAME_SAMPLES) as i64;
+        let far_behind = offset < -(RING as i64 / 2);
+        if far_behind {
+            // One stray packet from long ago is just late; a run of them means the sender
+            // restarted its timestamps lower (a re-INVITE, a transfer) and we must follow.
+            self.far_behind_run += 1;
+        } else {
+            self.far_behind_run = 0;
+        }
+        if ahead || self.far_behind_run >= FAR_BEHIND_RESYNC {
+            // The sender skipped ahead (silence suppression, hold) or restarted: play this
+            // packet after the configured delay, keeping the playout clock running.
+            self.stats.resyncs += 1;
+            self.far_behind_run = 0;
+            let a = self.reanchor(now, rtp_timestamp);
+            offset = i64::from(rtp_timestamp.wrapping_sub(a.read_ts) as i32);
+        }
+        if offset + pcm.len() as i64 <= 0 {
             self.stats.late += 1;
             return;
         }
-        if end > (RING - FRAME_SAMPLES) as i64 || offset < -(RING as i32 / 2) {
-            // Far outside the window: the sender restarted its timestamps or skipped ahead
-            // (after a long hold, a transfer). Start over on this packet.
-            self.stats.resyncs += 1;
-            self.reanchor(now, rtp_timestamp);
-            return self.handle_packet(now, rtp_timestamp, pcm);
-        }
         // Samples before the read position are late; keep the part still in time.
-        let skip = usize::try_from(-i64::from(offset)).unwrap_or(0);
+        let skip = usize::try_from(-offset).unwrap_or(0);
         let mut fresh = false;
         for (i, &s) in pcm.iter().enumerate().skip(skip) {
             let idx = (rtp_timestamp.wrapping_add(i as u32) as usize) & (RING - 1);
@@ -134,12 +155,28 @@ impl JitterBuffer {
         }
     }
 
+    /// Places `rtp_timestamp` so that it plays `delay` after `now`. The first time this
+    /// starts the playout clock; later it only moves the read position, so the output keeps
+    /// exactly one frame per 20 ms across a resync (the gap is concealed).
     fn reanchor(&mut self, now: Instant, rtp_timestamp: u32) -> Anchor {
         self.valid.fill(false);
-        let a = Anchor {
-            start: now + self.delay,
-            read_ts: rtp_timestamp,
-            played: 0,
+        let target = now + self.delay;
+        let a = match self.anchor {
+            None => Anchor {
+                start: target,
+                read_ts: rtp_timestamp,
+                played: 0,
+            },
+            Some(old) => {
+                let due = old.start + samples_to_duration(old.played);
+                let lead = target.saturating_duration_since(due);
+                let lead_samples = (lead.as_micros() as u64 * u64::from(SAMPLE_RATE) / 1_000_000)
+                    .min(RING as u64 / 2) as u32;
+                Anchor {
+                    read_ts: rtp_timestamp.wrapping_sub(lead_samples),
+                    ..old
+                }
+            }
         };
         self.anchor = Some(a);
         a
@@ -358,25 +395,49 @@ mod tests {
     }
 
     #[test]
-    fn a_timestamp_jump_re_anchors_instead_of_waiting_forever() {
+    fn a_timestamp_jump_re_anchors_without_stopping_the_playout_clock() {
         let mut r = Run::new(40);
         for k in 0..3 {
             r.arrive(20 * u64::from(k), 0, k);
         }
         r.tick(100);
+        // Frames due at 40, 60, 80, 100 ms have played.
         let before = r.out.len();
+        assert_eq!(before, 4);
         for k in 0..3 {
             r.arrive(100 + 20 * u64::from(k), 5_000_000, k);
         }
         assert_eq!(r.jb.stats().resyncs, 1);
         r.tick(181);
-        assert_eq!(
-            r.out[before..before + 3]
-                .iter()
-                .map(|x| x.0)
-                .collect::<Vec<_>>(),
-            (0..3).map(frame).collect::<Vec<_>>()
-        );
+        // The tick at 120 ms is concealed; the new stream starts 40 ms after its first packet.
+        assert_eq!(r.out.len(), before + 4);
+        assert_eq!(r.out[before].1, FrameKind::Concealed);
+        let resumed: Vec<Frame> = r.out[before + 1..].iter().map(|x| x.0).collect();
+        assert_eq!(resumed, (0..3).map(frame).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn one_stray_old_packet_is_late_but_a_restarted_lower_stream_is_followed() {
+        let mut r = Run::new(40);
+        let high = 3_000_000_000u32;
+        for k in 0..5 {
+            r.arrive(20 * u64::from(k), high, k);
+        }
+        // A single packet from a much older timestamp range (behind in RTP's serial number
+        // arithmetic): dropped, nothing else changes.
+        r.arrive(100, high - 100_000, 0);
+        assert_eq!((r.jb.stats().late, r.jb.stats().resyncs), (1, 0));
+        for k in 5..8 {
+            r.arrive(20 * u64::from(k), high, k);
+        }
+        // The sender restarts at a lower timestamp and keeps sending: followed on the third.
+        for k in 0..6 {
+            r.arrive(160 + 20 * u64::from(k), high - 1_000_000, k);
+        }
+        assert_eq!(r.jb.stats().resyncs, 1);
+        r.tick(400);
+        let last: Vec<Frame> = r.out.iter().rev().take(12).map(|x| x.0).collect();
+        assert!(last.contains(&frame(5)), "the restarted stream is heard");
     }
 
     #[test]
