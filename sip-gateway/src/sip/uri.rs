@@ -469,3 +469,55 @@ impl Uri {
         self.headers.clone().map(|r| &self.raw[r])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn uri(s: &'static str) -> Result<Uri, UriError> {
+        Uri::parse(Bytes::from_static(s.as_bytes()))
+    }
+
+    #[test]
+    fn sip_sips_tel_and_opaque_schemes() {
+        let u = uri("sips:alice:secret@[2001:db8::1]:5061;transport=tls?Subject=hi").unwrap();
+        assert_eq!(u.scheme(), Scheme::Sips);
+        assert_eq!(u.user(), Some(&b"alice"[..]));
+        assert_eq!(u.password(), Some(&b"secret"[..]));
+        assert_eq!(
+            (u.host(), u.host_kind(), u.port()),
+            (&b"[2001:db8::1]"[..], HostKind::Ipv6, Some(5061))
+        );
+        assert_eq!(u.param("TRANSPORT"), Some(Some(&b"tls"[..])));
+        assert_eq!(u.headers(), Some(&b"Subject=hi"[..]));
+        let t = uri("tel:+49-30-1234567;phone-context=example.com").unwrap();
+        assert_eq!(
+            (t.scheme(), t.user()),
+            (Scheme::Tel, Some(&b"+49-30-1234567"[..]))
+        );
+        assert_eq!(uri("urn:service:sos").unwrap().scheme(), Scheme::Other);
+    }
+
+    #[test]
+    fn escapes_round_trip_and_unescape_on_request() {
+        let u = uri("sip:1234%23@example.com").unwrap();
+        assert_eq!(u.as_bytes(), b"sip:1234%23@example.com");
+        assert_eq!(u.to_string(), "sip:1234%23@example.com");
+        assert_eq!(u.user_unescaped().unwrap().as_ref(), b"1234#");
+    }
+
+    #[test]
+    fn malformed_uris_are_typed_errors() {
+        assert_eq!(uri("sip:2001:db8::10").unwrap_err(), UriError::BadPort);
+        assert_eq!(uri("sip:a@b; lr").unwrap_err(), UriError::WhiteSpace);
+        assert_eq!(uri("<sip:a@b>").unwrap_err(), UriError::NoScheme);
+        assert_eq!(uri("sip:a%4@b").unwrap_err(), UriError::BadUser);
+        assert_eq!(uri("sip:a@b;;lr").unwrap_err(), UriError::BadParam);
+        assert_eq!(uri("sip:a@b:99999").unwrap_err(), UriError::BadPort);
+        assert_eq!(uri("sip:a@[::1").unwrap_err(), UriError::BadHost);
+        assert_eq!(uri("sip:a@b@c").unwrap_err(), UriError::BadUser);
+        assert_eq!(uri("tel:").unwrap_err(), UriError::BadTelNumber);
+        assert_eq!(uri("sip:").unwrap_err(), UriError::BadHost);
+    }
+}
