@@ -307,6 +307,13 @@ pub struct Answer {
     pub direction: Direction,
 }
 
+/// Plain RTP profiles the relay can carry. SRTP (`RTP/SAVP`) keys are negotiated end to end
+/// in SDP (`a=crypto`), which an anchoring B2BUA cannot pass through without terminating
+/// SRTP itself, so such streams are refused rather than answered wrongly.
+fn is_relayed_protocol(protocol: &str) -> bool {
+    protocol == "RTP/AVP" || protocol == "RTP/AVPF"
+}
+
 fn is_rtp_protocol(protocol: &str) -> bool {
     protocol.starts_with("RTP/")
 }
@@ -708,9 +715,9 @@ impl SessionDescription {
 
     /// The index of the first audio section with a non-zero port, the one we relay.
     pub fn audio_index(&self) -> Option<usize> {
-        self.media
-            .iter()
-            .position(|m| m.kind == MediaKind::Audio && m.port != 0 && is_rtp_protocol(&m.protocol))
+        self.media.iter().position(|m| {
+            m.kind == MediaKind::Audio && m.port != 0 && is_relayed_protocol(&m.protocol)
+        })
     }
 
     /// Rewrites every address and the relayed audio port to ours so the peer sends its
@@ -743,11 +750,12 @@ impl SessionDescription {
                     m.connection = Some(Connection { address });
                 }
             }
-            // ICE candidates and crypto describe the peer's transport, not ours.
+            // ICE candidates and crypto describe the peer's transport, not ours; the relay
+            // keeps RTCP on its own port, so it must not offer rtcp-mux on the peer's behalf.
             m.attributes.retain(|a| {
                 !matches!(
                     a.name.as_str(),
-                    "candidate" | "crypto" | "ice-ufrag" | "ice-pwd"
+                    "candidate" | "crypto" | "ice-ufrag" | "ice-pwd" | "rtcp-mux"
                 )
             });
         }
@@ -808,7 +816,7 @@ impl SessionDescription {
     ) -> Result<Answer, SdpError> {
         let mut chosen = None;
         for (index, m) in self.media.iter().enumerate() {
-            if m.kind != MediaKind::Audio || m.port == 0 || !is_rtp_protocol(&m.protocol) {
+            if m.kind != MediaKind::Audio || m.port == 0 || !is_relayed_protocol(&m.protocol) {
                 continue;
             }
             let audio = m.formats.iter().find_map(|f| {
@@ -1360,6 +1368,55 @@ m=audio 5004 RTP/AVP 0\r\na=rtcp:5010 IN IP6 2001:db8::2\r\n";
         assert_eq!(
             SessionDescription::parse(many.as_bytes()),
             Err(SdpError::TooMany("attributes"))
+        );
+    }
+
+    /// SDP as SIPp's built-in uac scenario sends it.
+    const SIPP_OFFER: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n\
+c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+    /// SDP in the shape baresip sends (bandwidth, ssrc, rtcp-mux, label).
+    const BARESIP_OFFER: &str = "v=0\r\no=- 1921542537 2112624593 IN IP4 192.168.1.10\r\n\
+s=-\r\nc=IN IP4 192.168.1.10\r\nt=0 0\r\nm=audio 10954 RTP/AVP 9 0 8 101\r\nb=AS:64\r\n\
+a=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\na=label:1\r\n\
+a=ssrc:1476317185 cname:1b1a2c3d-0001\r\na=rtcp-mux\r\na=ptime:20\r\n";
+
+    #[test]
+    fn real_user_agent_offers() {
+        let sipp = SessionDescription::parse(SIPP_OFFER.as_bytes()).unwrap();
+        let ans = sipp
+            .answer(&[Codec::Pcma, Codec::Pcmu], local(), 1)
+            .unwrap();
+        assert_eq!(ans.audio.codec, Codec::Pcmu);
+        assert_eq!(ans.remote_rtp, Some("127.0.0.1:6000".parse().unwrap()));
+
+        let mut baresip = SessionDescription::parse(BARESIP_OFFER.as_bytes()).unwrap();
+        let ans = baresip
+            .answer(
+                &[Codec::Pcmu, Codec::Pcma, Codec::TelephoneEvent],
+                local(),
+                1,
+            )
+            .unwrap();
+        // G.722 comes first but is not relayed; PCMU is the first we take.
+        assert_eq!(ans.audio.codec, Codec::Pcmu);
+        assert_eq!(ans.telephone_event.unwrap().payload_type, 101);
+        assert!(!ans.sdp.to_string().contains("rtcp-mux"));
+        baresip.anchor(local());
+        let text = baresip.to_string();
+        assert!(!text.contains("rtcp-mux"), "{text}");
+        assert!(text.contains("a=ssrc:1476317185 cname:1b1a2c3d-0001\r\n"));
+    }
+
+    #[test]
+    fn srtp_only_offers_are_refused() {
+        let s = OFFER.replace("m=audio 49170 RTP/AVP", "m=audio 49170 RTP/SAVP");
+        let offer = SessionDescription::parse(s.as_bytes()).unwrap();
+        assert_eq!(offer.audio_index(), None);
+        assert_eq!(
+            offer.answer(&[Codec::Pcmu], local(), 1),
+            Err(SdpError::NoCommonCodec)
         );
     }
 
