@@ -17,7 +17,7 @@
 //!   growth per call.
 //!
 //! Run: `cargo bench -p sip-gateway --bench media_relay -- --calls 1600 --seconds 20
-//! [--workers 1] [--io batched|per-packet]`.
+//! [--workers 1] [--io batched|per-packet] [--coalesce-us 0] [--phone-sockets 0]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
@@ -52,6 +52,8 @@ struct Args {
     /// production). Fewer sockets let the generator batch with sendmmsg/recvmmsg, so that
     /// less of the shared CPU goes to the load generator.
     phone_sockets: usize,
+    /// The relay's coalescing delay in µs (0 = off).
+    coalesce_us: u64,
 }
 
 fn args() -> Args {
@@ -61,6 +63,7 @@ fn args() -> Args {
         workers: 1,
         io: IoMode::Batched,
         phone_sockets: 0,
+        coalesce_us: 0,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -70,6 +73,7 @@ fn args() -> Args {
             "--calls" => a.calls = value.parse().expect("--calls N"),
             "--seconds" => a.seconds = value.parse().expect("--seconds S"),
             "--workers" => a.workers = value.parse().expect("--workers W"),
+            "--coalesce-us" => a.coalesce_us = value.parse().expect("--coalesce-us N"),
             "--phone-sockets" => a.phone_sockets = value.parse().expect("--phone-sockets K"),
             "--io" => {
                 a.io = match value.as_str() {
@@ -140,11 +144,12 @@ fn main() {
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "media relay bench: {} calls, {} s, {} worker(s), io {:?}, phone sockets {}; loadavg before: {}",
+        "media relay bench: {} calls, {} s, {} worker(s), io {:?}, coalesce {} µs, phone sockets {}; loadavg before: {}",
         a.calls,
         a.seconds,
         a.workers,
         a.io,
+        a.coalesce_us,
         if a.phone_sockets == 0 {
             "one per phone".to_owned()
         } else {
@@ -157,6 +162,7 @@ fn main() {
         .ports(20000, 29999)
         .workers(a.workers)
         .io_mode(a.io)
+        .coalesce(Duration::from_micros(a.coalesce_us))
         .rtp_timeout(Duration::from_secs(3600));
     let (relay, mut relay_events) = MediaRelay::start(cfg).unwrap();
     let rss_before = rss_kib();

@@ -81,6 +81,11 @@ pub struct RelayConfig {
     /// When set, every call's counters are reported this often as [`MediaEvent::Stats`]
     /// (for live quality views); `None` reports them only on request and on removal.
     pub stats_interval: Option<Duration>,
+    /// Interrupt-coalescing for the workers: after a wake-up that found only a few readable
+    /// sockets, a worker sleeps this long before polling again, so the next wake-up finds
+    /// more packets and the per-wake-up cost (epoll, context switch) is shared. Adds up to
+    /// this much delay to a packet; zero (the default) turns it off.
+    pub coalesce: Duration,
 }
 
 impl Default for RelayConfig {
@@ -94,6 +99,7 @@ impl Default for RelayConfig {
             relatch_after: Duration::from_millis(500),
             io_mode: IoMode::Batched,
             stats_interval: None,
+            coalesce: Duration::ZERO,
         }
     }
 }
@@ -128,6 +134,11 @@ impl RelayConfig {
     /// Sets the I/O technique.
     pub fn io_mode(mut self, m: IoMode) -> Self {
         self.io_mode = m;
+        self
+    }
+    /// Sets the coalescing delay (see [`RelayConfig::coalesce`]).
+    pub fn coalesce(mut self, d: Duration) -> Self {
+        self.coalesce = d;
         self
     }
     /// Sets the periodic stats report interval.
@@ -444,6 +455,8 @@ impl MediaRelay {
     }
 }
 
+/// Dropping the relay stops its workers, closes every call's sockets and waits for the
+/// threads to end (briefly blocking; do it at shutdown, not on a hot async path).
 impl Drop for MediaRelay {
     fn drop(&mut self) {
         for w in &self.workers {
@@ -454,6 +467,25 @@ impl Drop for MediaRelay {
             if let Some(t) = w.thread.take() {
                 let _ = t.join();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relay_handle_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<MediaRelay>();
+        shareable::<MediaEvent>();
+    }
+
+    #[test]
+    fn legs_map_to_indices_and_back() {
+        for leg in [Leg::A, Leg::B] {
+            assert_eq!(Leg::from_index(leg.index()), leg);
         }
     }
 }

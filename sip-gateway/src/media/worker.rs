@@ -35,6 +35,9 @@ const BATCH: usize = 32;
 /// Receive buffer per datagram; larger datagrams are dropped as truncated (RTP on a
 /// telephone call is far below the Ethernet MTU).
 const BUF: usize = 2048;
+/// With coalescing on, a wake-up that found fewer readable sockets than this is followed
+/// by the coalescing sleep.
+const COALESCE_BELOW: usize = 64;
 /// How often legs are checked for RTP timeouts.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -364,7 +367,9 @@ impl Worker {
                 tracing::error!(error = %e, "media worker poll failed; worker stops");
                 return;
             }
+            let mut readable = 0;
             for ev in events.iter() {
+                readable += 1;
                 let token = ev.token();
                 if token == WAKER {
                     if !self.handle_commands() {
@@ -379,6 +384,9 @@ impl Worker {
                 } else {
                     self.relay_rtp(slot, leg);
                 }
+            }
+            if !self.config.coalesce.is_zero() && readable > 0 && readable < COALESCE_BELOW {
+                std::thread::sleep(self.config.coalesce);
             }
             let now = Instant::now();
             if now >= next_check {
