@@ -452,6 +452,9 @@ pub struct LoginRequest {
     /// Tenant slug; needed only when the username exists in several tenants.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// The current TOTP code, for users who enabled the second factor.
+    #[serde(default)]
+    pub totp: Option<String>,
 }
 
 /// The logged-in user.
@@ -500,6 +503,7 @@ struct LoginRow {
     id: String,
     tenant_id: String,
     password_hash: String,
+    totp_secret: Option<String>,
 }
 
 /// Logs in with username and password.
@@ -527,7 +531,7 @@ pub async fn login(
     }
     let store = state.store();
     let rows = with_pool!(store, |p| {
-        let mut sql = "SELECT u.id, u.tenant_id, u.password_hash FROM users u \
+        let mut sql = "SELECT u.id, u.tenant_id, u.password_hash, u.totp_secret FROM users u \
                        JOIN tenants t ON t.id = u.tenant_id WHERE u.username = $1"
             .to_owned();
         if req.tenant.is_some() {
@@ -563,6 +567,16 @@ pub async fn login(
         state.limiter().failed(key, now);
         return Err(ApiError::Unauthenticated);
     };
+    if let Some(secret) = &row.totp_secret {
+        let Some(code) = &req.totp else {
+            // The password was right: not a failure, but the second factor is missing.
+            return Err(ApiError::validation("totp", "second factor required"));
+        };
+        if !totp_ok(secret, code, now) {
+            state.limiter().failed(key, now);
+            return Err(ApiError::Unauthenticated);
+        }
+    }
     state.limiter().succeeded(&key);
     let token = random_token("");
     let expires_at = now + SESSION_TTL;
@@ -620,6 +634,95 @@ pub async fn logout(State(state): State<AppState>, who: Principal) -> Result<Res
     responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn me(who: Principal) -> axum::Json<Me> {
     axum::Json(Me::from(&who))
+}
+
+// ---------------------------------------------------------------------------------------------
+// TOTP second factor (RFC 6238: SHA-1, 6 digits, 30 s steps, ±1 step of clock skew — what
+// authenticator apps expect)
+
+fn totp_for(secret_b32: &str) -> Option<totp_rs::Totp> {
+    let secret = totp_rs::Secret::try_from_base32(secret_b32).ok()?;
+    totp_rs::Builder::new().with_secret(secret).build().ok()
+}
+
+/// Whether `code` is valid for the base32 `secret` at `now`.
+pub fn totp_ok(secret: &str, code: &str, now: DateTime<Utc>) -> bool {
+    let Ok(t) = u64::try_from(now.timestamp()) else {
+        return false;
+    };
+    totp_for(secret).is_some_and(|totp| totp.check(code.trim(), t).is_some())
+}
+
+/// A fresh TOTP secret for the authenticator app.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TotpSetup {
+    /// Base32 secret (enter into the app, then confirm with `/auth/totp/enable`).
+    pub secret: String,
+    /// `otpauth://` URL for a QR code.
+    pub otpauth_url: String,
+}
+
+/// Confirms a TOTP secret with a current code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpEnable {
+    /// The secret from `/auth/totp/setup`.
+    pub secret: String,
+    /// The code the app shows now.
+    pub code: String,
+}
+
+/// Generates a TOTP secret (nothing is stored until it is confirmed).
+#[utoipa::path(post, path = "/api/v1/auth/totp/setup", tag = "auth",
+    responses((status = 200, body = TotpSetup), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn totp_setup(who: Principal) -> Result<axum::Json<TotpSetup>, ApiError> {
+    if who.user.is_none() {
+        return Err(ApiError::Forbidden);
+    }
+    let mut bytes = [0u8; 20];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = totp_rs::Secret::from(bytes).to_base32();
+    let otpauth_url = format!(
+        "otpauth://totp/zentrale:{}?secret={secret}&issuer=zentrale&algorithm=SHA1&digits=6&period=30",
+        who.actor
+    );
+    Ok(axum::Json(TotpSetup {
+        secret,
+        otpauth_url,
+    }))
+}
+
+/// Enables the second factor for the caller after checking a current code.
+#[utoipa::path(post, path = "/api/v1/auth/totp/enable", tag = "auth", request_body = TotpEnable,
+    responses((status = 204), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn totp_enable(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiJson(req): ApiJson<TotpEnable>,
+) -> Result<StatusCode, ApiError> {
+    let user = who.user.ok_or(ApiError::Forbidden)?;
+    if totp_for(&req.secret).is_none() {
+        return Err(ApiError::validation(
+            "secret",
+            "not a base32 secret of at least 128 bits",
+        ));
+    }
+    if !totp_ok(&req.secret, &req.code, state.now()) {
+        return Err(ApiError::validation("code", "code does not match"));
+    }
+    with_pool!(state.store(), |p| {
+        sqlx::query("UPDATE users SET totp_secret = $1 WHERE id = $2 AND tenant_id = $3")
+            .bind(&req.secret)
+            .bind(user.as_text())
+            .bind(who.tenant.as_text())
+            .execute(p)
+            .await
+            .map(|_| ())?
+    });
+    state
+        .audit(&who, "user", &user.as_text(), "totp_enable", None, None)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---------------------------------------------------------------------------------------------

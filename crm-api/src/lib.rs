@@ -17,6 +17,23 @@
 //! - [`provision`]: applying a routing TOML file.
 //! - [`demo`]: the demo tenant.
 //!
+//! # Wiring (for the binary)
+//!
+//! ```text
+//! let store = Store::open("sqlite://<data dir>/zentrale.db?mode=rwc").await?;   // or postgres://…
+//! if demo { crm_api::demo::seed(&store).await?; }            // prints: crm_api::demo::DEMO_LOGINS
+//! let state = AppState::new(store.clone());
+//! let app = crm_api::router(state.clone());                   // merge with the other routers
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())  // client
+//!                                                             // address for the login limit
+//! let mut routing = state.subscribe_routing();                // RoutingUpdate { tenant, config, model }
+//! //  → engine.apply_config(now, (*update.config).clone()) on the engine's task
+//! state.routing_config(tenant).await?                         // initial config at start
+//! state.screen_pop(tenant, "1001", caller_number, &contact_id.to_string()).await?
+//! store.append_queue_log(&rows).await?; store.insert_cdr(&cdr).await?;
+//! crm_api::provision::apply(&store, tenant, &toml_text).await?  // `zentrale provision`
+//! ```
+//!
 //! # Design
 //!
 //! Handlers are thin: authenticate ([`auth::Principal`] extractor), check one
@@ -67,6 +84,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
+        .routes(routes!(auth::totp_setup))
+        .routes(routes!(auth::totp_enable))
         .routes(routes!(auth::list_users, auth::post_user))
         .routes(routes!(auth::list_api_keys, auth::post_api_key))
         .routes(routes!(auth::revoke_api_key))

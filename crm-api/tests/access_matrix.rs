@@ -69,6 +69,8 @@ async fn every_endpoint_denies_beyond_role_and_cross_tenant(db: &TestDb) {
 
     let (y, n) = (true, false);
     let eps = vec![
+        ep(Method::GET, "/api/v1/auth/me", None, [y, y, y, y]),
+        ep(Method::POST, "/api/v1/auth/totp/setup", None, [y, y, y, n]),
         ep(Method::GET, "/api/v1/users", None, [y, n, n, n]),
         ep(
             Method::POST,

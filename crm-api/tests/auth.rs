@@ -16,7 +16,67 @@ both_backends!(
     api_keys_have_exactly_their_scopes,
     service_provider_users_see_only_released_queues_and_functions,
     ambiguous_username_needs_tenant,
+    totp_second_factor,
 );
+
+async fn totp_second_factor(db: &TestDb) {
+    db.tenant("acme").await;
+    let tok = db.login("acme", "agent1").await;
+    let api = db.api();
+    let (s, setup) = api.post("/api/v1/auth/totp/setup", &tok, json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{setup}");
+    let secret = setup["secret"].as_str().unwrap();
+    let totp = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
+        .build()
+        .unwrap();
+    let now = u64::try_from(db.clock_now().timestamp()).unwrap();
+    let code = totp.generate(now).to_string();
+    let wrong = totp.generate(now + 3600).to_string();
+    let (s, e) = api
+        .post(
+            "/api/v1/auth/totp/enable",
+            &tok,
+            json!({"secret": secret, "code": wrong}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_of(&e).1.as_deref(), Some("code"));
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/totp/enable",
+            &tok,
+            json!({"secret": secret, "code": code}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let login = |totp: Option<String>| json!({"username": "agent1", "password": "password-agent1", "totp": totp});
+    let (s, v, _) = api
+        .call(Method::POST, "/api/v1/auth/login", None, Some(login(None)))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(error_of(&v).1.as_deref(), Some("totp"));
+    let (s, _, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(login(Some(wrong))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    db.clock.advance(Duration::seconds(30));
+    let later = totp.generate(now + 30).to_string();
+    let (s, v, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(login(Some(later))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
 
 async fn login_gives_cookie_and_bearer_and_logout_ends_both(db: &TestDb) {
     db.tenant("acme").await;
