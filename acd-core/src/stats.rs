@@ -225,7 +225,9 @@ pub struct IntervalAggregator {
     default_threshold_ms: u64,
     short_abandon_ms: u64,
     buckets: BTreeMap<(QueueId, Timestamp), QueueCounters>,
-    talk_ms: HashMap<ContactId, u64>,
+    /// Talk time of contacts in wrap-up, by (contact, agent): a transferred contact can be
+    /// in wrap-up with two agents at once.
+    talk_ms: HashMap<(ContactId, Option<AgentId>), u64>,
 }
 
 impl IntervalAggregator {
@@ -291,13 +293,13 @@ impl IntervalAggregator {
             }
             QueueLogKind::Complete { talk_ms } => {
                 if let Some(c) = event.contact {
-                    self.talk_ms.insert(c, *talk_ms);
+                    self.talk_ms.insert((c, event.agent.clone()), *talk_ms);
                 }
             }
             QueueLogKind::WrapUpEnd { wrap_up_ms } => {
                 let talk = event
                     .contact
-                    .and_then(|c| self.talk_ms.remove(&c))
+                    .and_then(|c| self.talk_ms.remove(&(c, event.agent.clone())))
                     .unwrap_or(0);
                 let b = self.bucket(queue, event.at);
                 b.handled += 1;

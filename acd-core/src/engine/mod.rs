@@ -436,6 +436,14 @@ impl Engine {
         if !agent.has_room(c.channel) {
             return false;
         }
+        if c.transferred
+            && self
+                .wrapups
+                .get(&c.id)
+                .is_some_and(|l| l.iter().any(|w| w.agent == a))
+        {
+            return false;
+        }
         if let Some(r) = &self.q(c.queue).requirement
             && !r.eval(&agent.levels, c.relax)
         {
@@ -591,6 +599,7 @@ impl Engine {
             connected_at: now,
             next_step: 0,
             episode: 0,
+            transferred: false,
             dirty: false,
         };
         self.enter_queue(now, record, q, 0);
@@ -1263,6 +1272,9 @@ impl Engine {
         if c.phase == Phase::Connected {
             let a = c.agent;
             self.end_conversation(now, contact);
+            if let Some(c) = self.contacts.get_mut(&contact) {
+                c.transferred = true;
+            }
             self.log(
                 now,
                 Some(home),
@@ -1480,15 +1492,18 @@ impl Engine {
     /// Routes dirty contacts and agents until nothing more can be matched, and publishes
     /// agent state changes.
     fn settle(&mut self, now: Timestamp) {
+        // Agents first: a freed agent takes the best waiting contact of its queues, so a
+        // contact that has just (re-)entered cannot overtake earlier ones (FIFO). Contacts
+        // then look for agents that are still free.
         loop {
-            if let Some(c) = self.dirty_contacts.pop() {
+            if let Some(a) = self.dirty_agents.pop() {
+                self.am(a).dirty = false;
+                self.refresh_agent(now, a);
+            } else if let Some(c) = self.dirty_contacts.pop() {
                 if let Some(contact) = self.contacts.get_mut(&c) {
                     contact.dirty = false;
                     self.route_contact(now, c);
                 }
-            } else if let Some(a) = self.dirty_agents.pop() {
-                self.am(a).dirty = false;
-                self.refresh_agent(now, a);
             } else {
                 break;
             }
@@ -1743,3 +1758,6 @@ fn splitmix64(mut x: u64) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

@@ -185,6 +185,10 @@ pub(crate) struct Contact {
     /// Bumped whenever the contact enters a queue, so stale escalation timers are ignored.
     pub episode: u32,
     pub dirty: bool,
+    /// Transferred away by an agent who may still be in wrap-up for it: the contact is
+    /// not offered back to that agent until the wrap-up ends (one wrap-up per contact and
+    /// agent keeps the queue log unambiguous).
+    pub transferred: bool,
 }
 
 #[derive(Debug, Clone)]
