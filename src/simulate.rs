@@ -4,7 +4,9 @@
 //! All simulation logic is in `acd_core::sim` (sans-IO, seeded, deterministic); this module
 //! only does the I/O around it, so the same simulation runs unchanged in tests.
 
+use std::fmt::Write as _;
 use std::io::IsTerminal as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,7 +45,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let origin = args.config.display().to_string();
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read the routing configuration {origin}"))?;
-    let routing = RoutingConfig::load(&text, &origin).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let routing = RoutingConfig::load(&text, &origin).map_err(|e| routing_error(&text, e))?;
     let mut sim_cfg = parse_simulation(&origin, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(minutes) = args.interval {
         anyhow::ensure!(
@@ -88,7 +90,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let report = sim.report();
     let elapsed = wall.elapsed();
 
-    println!(
+    let mut out = String::new();
+    macro_rules! outln {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(out, $($arg)*);
+        }};
+    }
+    outln!(
         "zentrale simulate: {origin}, {:.2} h from {:02}:00 UTC, seed {}, {} contacts, {:.2} s wall time",
         report.hours,
         report.start_hour,
@@ -96,28 +104,48 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         report.contacts,
         elapsed.as_secs_f64()
     );
-    println!(
+    outln!(
         "Observed vs predicted: C = Erlang C, A = Erlang A (with the configured patience); \
          EWT|e| = mean absolute error of the wait announced at entry, bias = announced − actual (s)."
     );
-    println!();
-    print!("{}", report.to_text());
+    out.push('\n');
+    out.push_str(&report.to_text());
     if !staffing.is_empty() {
-        println!();
-        println!(
+        out.push('\n');
+        outln!(
             "Erlang C staffing for the peak hour (80 % of contacts within the queue's threshold, occupancy ≤ 90 %):"
         );
         for line in staffing {
-            println!("  {line}");
+            outln!("  {line}");
         }
     }
     if let Some(path) = &args.csv {
         std::fs::write(path, report.to_csv())
             .with_context(|| format!("cannot write the CSV report to {}", path.display()))?;
-        println!();
-        println!("CSV written to {}", path.display());
+        outln!();
+        outln!("CSV written to {}", path.display());
     }
-    Ok(())
+    // One write, and a closed pipe (`| head`) is not an error worth a panic.
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The engine's configuration error, with the dotted field added when toml gave a line
+/// (its message names the bad value but not always the key).
+fn routing_error(text: &str, e: acd_core::ConfigError) -> anyhow::Error {
+    if let acd_core::ConfigError::Parse {
+        file,
+        line,
+        column,
+        message,
+    } = &e
+        && let Some(field) = acd_core::sim::config::field_at_line(text, *line)
+    {
+        return anyhow::anyhow!("{file}:{line}:{column}: field `{field}`: {message}");
+    }
+    anyhow::anyhow!("{e}")
 }
 
 /// One line per queue: the agents Erlang C asks for at the queue's peak hour.
