@@ -8,6 +8,8 @@
 //! event's identity is its RTP timestamp, so the same key pressed twice is two presses, while
 //! late end packets of an earlier press are recognised and ignored.
 //!
+//! [`InbandDtmfDetector`] covers trunks that send key presses as tones in the audio.
+//!
 //! [`DtmfSender`] produces the packet sequence for one digit; the caller owns the RTP header
 //! (sequence numbers, SSRC) and the 20 ms pacing, keeping this module free of sockets and clocks.
 
@@ -345,6 +347,58 @@ impl DtmfSender {
             payload: ev.to_bytes(),
             send_offset_ms: i * 20,
         })
+    }
+}
+
+/// In-band DTMF: turns the audio of a caller whose trunk sends key presses as tones (no
+/// telephone-event negotiated) into key presses, once each.
+///
+/// A press counts when the same digit is detected in two consecutive 20 ms frames (40 ms,
+/// the Q.24 minimum duration), and ends after two frames without it, so a single noisy frame
+/// inside a long press neither ends it nor reports it twice. Feed it the decoded frames of
+/// the caller's leg; it keeps no audio.
+#[derive(Clone, Debug, Default)]
+pub struct InbandDtmfDetector {
+    candidate: Option<Digit>,
+    run: u32,
+    pressed: Option<Digit>,
+    missing: u32,
+}
+
+impl InbandDtmfDetector {
+    /// A detector with no press in progress.
+    pub fn new() -> InbandDtmfDetector {
+        InbandDtmfDetector::default()
+    }
+
+    /// Feeds one frame; returns the digit when a new press is recognised.
+    pub fn handle_frame(&mut self, frame: &[i16]) -> Option<Digit> {
+        let d = super::tone::detect_dtmf(frame);
+        if let Some(p) = self.pressed {
+            if d == Some(p) {
+                self.missing = 0;
+                return None;
+            }
+            self.missing += 1;
+            if self.missing < 2 {
+                return None;
+            }
+            self.pressed = None;
+            self.missing = 0;
+        }
+        if d.is_some() && d == self.candidate {
+            self.run += 1;
+        } else {
+            self.candidate = d;
+            self.run = u32::from(d.is_some());
+        }
+        if self.run >= 2 {
+            self.pressed = self.candidate;
+            self.candidate = None;
+            self.run = 0;
+            return self.pressed;
+        }
+        None
     }
 }
 
