@@ -16,6 +16,10 @@
 //! Accepted state also retransmits its 2xx on UDP until the dialog's ACK arrives (§13.3.1.4
 //! puts this in the UAS core; keeping it here means the B2BUA never runs timers of its own
 //! for it). The ACK is matched by Call-ID and CSeq number and still handed to the TU.
+//!
+//! RFC 3261 gives a server transaction in Proceeding no timer of its own: the TU must answer
+//! every request it is handed (the B2BUA answers INVITEs it gives up on with a final response),
+//! or the transaction stays until the layer is dropped.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
