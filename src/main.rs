@@ -8,6 +8,7 @@ mod config;
 mod routing_host;
 mod serve;
 mod simulate;
+mod sip_wiring;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -56,7 +56,6 @@ impl RoutingHost {
     }
 
     /// Every action of every tenant's engine, for the SIP side to carry out.
-    #[allow(dead_code)] // the SIP B2BUA subscribes once it is wired (issue: sip-gateway call flow)
     pub fn subscribe_actions(&self) -> broadcast::Receiver<(TenantId, Action)> {
         self.actions.subscribe()
     }
@@ -86,7 +85,6 @@ impl RoutingHost {
     }
 
     /// Sends a routing input to a tenant's engine.
-    #[allow(dead_code)] // the SIP B2BUA feeds contacts once it is wired
     pub async fn input(&self, tenant: TenantId, input: Input) -> bool {
         match self.tenants.get(&tenant) {
             Some(tx) => tx.send(Command::Input(input)).await.is_ok(),

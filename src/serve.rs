@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use tokio::sync::broadcast;
+use sip_gateway::gateway::{GatewayIo, GatewayModel};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, LogFormat};
 use crate::routing_host::RoutingHost;
+use crate::sip_wiring;
 
 /// Loads the configuration, starts everything, and blocks until shutdown.
 pub fn run(config_path: Option<&Path>, demo: bool) -> anyhow::Result<()> {
@@ -58,39 +60,71 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     };
     let state = crm_api::AppState::new(store.clone());
 
-    // Routing engines: one per tenant, reconfigured live whenever the API saves a change.
+    // Routing engines: one per tenant, reconfigured live whenever the API saves a change; the
+    // same task feeds them the SIP side's inputs (sip_wiring.rs).
     let mut routing = RoutingHost::new(store.clone());
-    let mut updates = state.subscribe_routing();
+    let updates = state.subscribe_routing();
+    let actions = routing.subscribe_actions();
+    let mut tenants = std::collections::HashMap::new();
     if let Some(tenant) = demo_tenant {
         let config = state
             .routing_config(tenant)
             .await
             .map_err(|e| anyhow::anyhow!("cannot load the demo routing configuration: {e}"))?;
         routing.apply(tenant, Arc::new(config)).await;
+        let model = crm_api::routing::load_model(&store, tenant)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot load the demo routing model: {e}"))?;
+        tenants.insert(tenant, (model, true));
     }
-    tokio::spawn(async move {
-        loop {
-            match updates.recv().await {
-                Ok(update) => routing.apply(update.tenant, update.config).await,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        "missed {n} routing updates; the next one carries the full config"
-                    );
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            }
-        }
-    });
+
+    // SIP and media.
+    let (models, model_rx) = watch::channel(Arc::new(GatewayModel::default()));
+    sip_wiring::publish_model(&models, &tenants);
+    let (sip_inputs_tx, sip_inputs) = mpsc::unbounded_channel();
+    let (actions_tx, actions_rx) = mpsc::unbounded_channel();
+    let (cdr_tx, cdr_rx) = mpsc::unbounded_channel();
+    let (sip_shutdown_tx, sip_shutdown) = watch::channel(false);
+    tokio::spawn(sip_wiring::forward_actions(actions, actions_tx));
+    tokio::spawn(sip_wiring::persist_cdrs(store.clone(), cdr_rx));
+    tokio::spawn(sip_wiring::run_routing(
+        routing, updates, sip_inputs, models, tenants,
+    ));
+    let gateway = sip_gateway::gateway::start(
+        sip_wiring::gateway_config(&config)?,
+        GatewayIo {
+            routing: sip_inputs_tx,
+            actions: actions_rx,
+            cdrs: cdr_tx,
+            model: model_rx,
+            shutdown: sip_shutdown,
+        },
+    )
+    .await
+    .context("cannot start SIP")?;
+    let sip_listeners = gateway.listeners.clone();
 
     let app = crm_api::router(state);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http = listener.local_addr().context("HTTP listener address")?;
-    print_banner(http, &db_url, demo);
+    print_banner(http, &db_url, demo, &sip_listeners);
     tracing::info!(%http, database = store.backend_name(), "zentrale serving");
+    // Shutdown order: the signal stops new calls (503) and lets calls in progress finish
+    // (bounded by the gateway's grace), then the HTTP server stops.
+    let mut sip_task = gateway.task;
+    let sip_done = async move {
+        tokio::select! {
+            () = shutdown_signal() => {
+                let _ = sip_shutdown_tx.send(true);
+                let _ = (&mut sip_task).await;
+            }
+            _ = &mut sip_task => tracing::error!("SIP gateway stopped unexpectedly"),
+        }
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(sip_done)
         .await
         .context("HTTP server failed")?;
     tracing::info!("shutting down");
@@ -99,18 +133,30 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 }
 
 /// What a newcomer needs to start clicking and calling.
-fn print_banner(http: SocketAddr, db_url: &str, demo: bool) {
+fn print_banner(
+    http: SocketAddr,
+    db_url: &str,
+    demo: bool,
+    sip: &[(sip_gateway::sip::transaction::TransportKind, SocketAddr)],
+) {
     println!();
     println!("zentrale is running");
     println!("  API          http://{http}/api/v1/  (OpenAPI: http://{http}/api/v1/openapi.json)");
     println!("  events       ws://{http}/api/v1/events");
     println!("  database     {db_url}");
+    for (kind, addr) in sip {
+        println!("  SIP          {kind:?} {addr}");
+    }
     if demo {
         println!("  demo tenant  '{}'", crm_api::demo::DEMO_TENANT);
         for (user, password, role) in crm_api::demo::DEMO_LOGINS {
             println!("    {role:<10} login {user:<6} password {password}");
         }
-        println!("  demo queue   support (DID +4930123456)");
+        let host = sip
+            .first()
+            .map_or_else(|| "127.0.0.1".to_owned(), |(_, a)| a.to_string());
+        println!("  demo queue   support: call sip:100@{host} (or DID +4930123456)");
+        println!("  demo phones  register 1001 / demo1001 and 1002 / demo1002 at {host}");
     }
     println!("  stop with Ctrl-C");
     println!();

@@ -13,9 +13,17 @@
 //! Audio (module `audio`): the sans-IO toolkit for everything that looks inside the payload —
 //! G.711, tones and DTMF, prompts and hold music, jitter buffer, whisper/barge mixing, stereo
 //! recording and the E-model quality estimate.
+//!
+//! Calls (modules `transport`, `b2bua`, `gateway`): tokio UDP/TCP shells that only move bytes,
+//! the sans-IO B2BUA that takes a carrier's INVITE through acd-core to an agent's registered
+//! phones and bridges the legs through the relay, and [`gateway::start`], the one call the
+//! binary makes to run it all.
 #![forbid(unsafe_code)]
 
 pub mod audio;
+pub mod b2bua;
+pub mod gateway;
 pub mod media;
 pub mod sdp;
 pub mod sip;
+pub mod transport;

@@ -1,0 +1,1532 @@
+//! The B2BUA core, sans-IO: from carrier INVITE through acd-core to an agent's phone.
+//!
+//! [`B2bua`] owns the transaction layer, the registrar and the table of calls. Everything
+//! enters through `handle_*(now, ..)`: datagrams and stream messages from the transports,
+//! acd-core actions, media-relay events, timeouts. Everything leaves through `poll_*`: bytes to
+//! send ([`B2bua::poll_transmit`]), routing inputs for the tenant's engine
+//! ([`B2bua::poll_routing`]), and CDR rows ([`B2bua::poll_cdr`]). Time is an argument
+//! ([`Now`]: a monotonic instant for timers and the wall clock for records and nonces), and
+//! randomness comes from a seeded generator, so a test can drive a whole call with a fake clock.
+//!
+//! The one port to the outside that is a call rather than an output is [`MediaPort`]: the relay
+//! must hand back the ports it bound before the SDP answer can be written, so the core asks it
+//! synchronously (the relay's `add_call` binds two sockets and queues a command, no waiting).
+//!
+//! A call has one caller leg (the carrier's INVITE server transaction and dialog) and, per
+//! offer acd-core makes, one branch per registered contact of the agent (forking: the first
+//! 2xx wins, the others get CANCEL, a late 2xx gets ACK and BYE). Ringing is reported to the
+//! caller with a 180 while the call waits in the queue; the 200 with our anchored SDP is sent
+//! only when an agent answers, so the carrier bills talk time only.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use acd_core::{
+    Action, AgentId, Channel, ContactId, Input, NewContact, OfferId, QueueId, RejectKind,
+};
+use acd_core::{Disposition, io::CancelReason};
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use uuid::Uuid;
+
+use super::model::{GatewayModel, ModelIndex};
+use crate::media::{
+    CallMedia, Leg, LegSetup, MediaError, MediaEvent, MediaSessionId, PayloadTypes,
+};
+use crate::sdp::{Codec, LocalMedia, SessionDescription};
+use crate::sip::auth::DigestServer;
+use crate::sip::registrar::{RegisterAction, Registrar, RegistrarConfig, RegistrarEvent};
+use crate::sip::transaction::{
+    Event, Peer, TimerConfig, TransactionLayer, Transmit, TransportKind, TxId, new_branch,
+};
+use crate::sip::{
+    HeaderName, Limits, Message, MessageBuilder, Method, ParseError, Policy, Verdict,
+    response_to_source, validate,
+};
+
+/// The two clocks every input carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time for timers.
+    pub mono: Instant,
+    /// Milliseconds since the Unix epoch, for records, contact ids and digest nonces.
+    pub wall_ms: u64,
+}
+
+/// The media relay as the core sees it (implemented by [`crate::media::MediaRelay`], and by a
+/// fake in unit tests).
+pub trait MediaPort {
+    /// Reserves ports for a call with these two legs.
+    fn add_call(&mut self, a: LegSetup, b: LegSetup) -> Result<CallMedia, MediaError>;
+    /// Tells the relay where a leg's peer receives.
+    fn update_leg(&mut self, id: MediaSessionId, leg: Leg, setup: LegSetup);
+    /// Releases the call's ports.
+    fn remove_call(&mut self, id: MediaSessionId);
+}
+
+impl MediaPort for Arc<crate::media::MediaRelay> {
+    fn add_call(&mut self, a: LegSetup, b: LegSetup) -> Result<CallMedia, MediaError> {
+        crate::media::MediaRelay::add_call(self, a, b)
+    }
+    fn update_leg(&mut self, id: MediaSessionId, leg: Leg, setup: LegSetup) {
+        if let Err(e) = crate::media::MediaRelay::update_leg(self, id, leg, setup) {
+            tracing::warn!(?id, "media update failed: {e}");
+        }
+    }
+    fn remove_call(&mut self, id: MediaSessionId) {
+        // Already gone (relay shut down or removed by the worker) is what we want anyway.
+        let _ = crate::media::MediaRelay::remove_call(self, id);
+    }
+}
+
+/// Settings of the core.
+#[derive(Debug, Clone)]
+pub struct B2buaConfig {
+    /// The address written into our Via and Contact (the public one behind NAT).
+    pub sip_address: SocketAddr,
+    /// The address written into our SDP (the relay's public address).
+    pub media_address: IpAddr,
+    /// Realm of agents' digest challenges.
+    pub realm: String,
+    /// Key that signs digest nonces (random per start unless shared between nodes).
+    pub nonce_key: Vec<u8>,
+    /// Registrar limits.
+    pub registrar: RegistrarConfig,
+    /// Transaction timers.
+    pub timers: TimerConfig,
+    /// Seed of the generator for tags, branches and Call-IDs.
+    pub seed: u64,
+}
+
+/// One CDR row (GLOSSARY "CDR": one row per call leg), handed to the binary to persist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdrRow {
+    /// Tenant (crm-api's id).
+    pub tenant: Uuid,
+    /// acd-core's contact.
+    pub contact: ContactId,
+    /// `caller` (trunk side) or `agent`.
+    pub leg: &'static str,
+    /// Leg start, ms since the epoch.
+    pub started_ms: u64,
+    /// Answer time.
+    pub answered_ms: Option<u64>,
+    /// Leg end.
+    pub ended_ms: u64,
+    /// Calling party (user part of From).
+    pub caller: String,
+    /// Called party (the DID, or the agent's extension for the agent leg).
+    pub callee: String,
+    /// `answered`, `abandoned`, `refused`, `failed`.
+    pub result: &'static str,
+    /// Queue.
+    pub queue: Option<String>,
+    /// Agent who answered.
+    pub agent: Option<String>,
+    /// Time in queue until answer or abandon, ms.
+    pub wait_ms: u64,
+    /// Talk time, ms.
+    pub talk_ms: u64,
+}
+
+/// Counters for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Calls accepted into a queue.
+    pub calls_in: u64,
+    /// Calls connected to an agent.
+    pub answered: u64,
+    /// Callers who hung up before an agent answered.
+    pub abandoned: u64,
+    /// Datagrams that could not be framed.
+    pub unparseable: u64,
+    /// Requests refused by validation.
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CallKey(u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegRef {
+    Caller,
+    Branch(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BranchState {
+    Calling,
+    Ringing,
+    Won,
+    Done,
+}
+
+#[derive(Debug)]
+struct Branch {
+    offer: OfferId,
+    agent: AgentId,
+    tx: TxId,
+    invite: Message,
+    peer: Peer,
+    call_id: Bytes,
+    state: BranchState,
+    /// From the 2xx: the agent's To (with tag) and Contact, for ACK and BYE.
+    remote_to: Option<Bytes>,
+    remote_target: Option<Bytes>,
+    /// The engine withdrew this offer (timeout, ring-all loser): its failure needs no report.
+    withdrawn: bool,
+    last_status: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    Queued,
+    Connected,
+}
+
+#[derive(Debug)]
+struct Call {
+    tenant: Uuid,
+    contact: ContactId,
+    queue: QueueId,
+    invite_tx: TxId,
+    invite: Message,
+    source: Peer,
+    local_tag: String,
+    call_id: Bytes,
+    caller_contact: Bytes,
+    caller_number: String,
+    dialled: String,
+    media: CallMedia,
+    answer_sdp: Bytes,
+    agent_codecs: Vec<Codec>,
+    state: CallState,
+    branches: Vec<Branch>,
+    winner: Option<usize>,
+    started_ms: u64,
+    answered_ms: Option<u64>,
+    bye_cseq: u32,
+}
+
+/// The B2BUA; see the module docs.
+pub struct B2bua<M: MediaPort> {
+    config: B2buaConfig,
+    tl: TransactionLayer,
+    registrar: Registrar,
+    index: ModelIndex,
+    media: M,
+    rng: SmallRng,
+    limits: Limits,
+    policy_dgram: Policy,
+    policy_stream: Policy,
+    next_call: u64,
+    calls: HashMap<CallKey, Call>,
+    by_contact: HashMap<ContactId, CallKey>,
+    by_call_id: HashMap<Bytes, (CallKey, LegRef)>,
+    by_invite_tx: HashMap<TxId, CallKey>,
+    by_branch_tx: HashMap<TxId, (CallKey, usize)>,
+    by_media: HashMap<MediaSessionId, CallKey>,
+    /// Branches still pending when their call ended: a late 2xx gets ACK and BYE.
+    orphans: HashMap<TxId, Branch>,
+    routing: VecDeque<(Uuid, Input)>,
+    cdrs: VecDeque<CdrRow>,
+    accepting: bool,
+    counters: Counters,
+}
+
+impl<M: MediaPort> std::fmt::Debug for B2bua<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("B2bua")
+            .field("calls", &self.calls.len())
+            .field("transactions", &self.tl.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+fn user_of(value: Option<&crate::sip::NameAddr>) -> String {
+    value
+        .and_then(|n| n.uri.user_unescaped())
+        .map(|u| String::from_utf8_lossy(&u).into_owned())
+        .unwrap_or_default()
+}
+
+fn transport_token(t: TransportKind) -> &'static str {
+    match t {
+        TransportKind::Udp => "UDP",
+        TransportKind::Tcp => "TCP",
+        TransportKind::Tls => "TLS",
+        TransportKind::Ws => "WS",
+        _ => "WSS",
+    }
+}
+
+const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
+
+impl<M: MediaPort> B2bua<M> {
+    /// A core with no tenants yet (see [`Self::set_model`]).
+    pub fn new(config: B2buaConfig, media: M) -> B2bua<M> {
+        let digest = DigestServer::new(config.realm.clone(), &config.nonce_key, 300);
+        let registrar = Registrar::new(config.registrar.clone(), digest);
+        let policy_stream = Policy {
+            datagram: false,
+            ..Policy::default()
+        };
+        B2bua {
+            tl: TransactionLayer::new(config.timers),
+            registrar,
+            index: ModelIndex::default(),
+            media,
+            rng: SmallRng::seed_from_u64(config.seed),
+            limits: Limits::default(),
+            policy_dgram: Policy::default(),
+            policy_stream,
+            next_call: 1,
+            calls: HashMap::new(),
+            by_contact: HashMap::new(),
+            by_call_id: HashMap::new(),
+            by_invite_tx: HashMap::new(),
+            by_branch_tx: HashMap::new(),
+            by_media: HashMap::new(),
+            orphans: HashMap::new(),
+            routing: VecDeque::new(),
+            cdrs: VecDeque::new(),
+            accepting: true,
+            counters: Counters::default(),
+            config,
+        }
+    }
+
+    /// Replaces the tenants' telephony live; calls in progress keep their queue.
+    pub fn set_model(&mut self, model: &Arc<GatewayModel>) {
+        self.index = ModelIndex::build(model);
+    }
+
+    /// Stops taking new calls (they get 503); calls in progress continue.
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
+    }
+
+    /// Calls in progress (queued, ringing or connected).
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Next bytes to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.tl.poll_transmit()
+    }
+
+    /// Next routing input for a tenant's engine.
+    #[must_use]
+    pub fn poll_routing(&mut self) -> Option<(Uuid, Input)> {
+        self.routing.pop_front()
+    }
+
+    /// Next CDR row to persist.
+    #[must_use]
+    pub fn poll_cdr(&mut self) -> Option<CdrRow> {
+        self.cdrs.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] must run next.
+    #[must_use]
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        match (self.tl.poll_timeout(), self.registrar.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires due timers (transactions, registration expiry).
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.tl.handle_timeout(now.mono);
+        self.registrar.handle_timeout(now.mono);
+        self.pump(now);
+    }
+
+    /// A datagram from `source` (UDP). Garbage is dropped (and counted); requests that parse
+    /// but fail validation are answered statelessly with the status validation chose.
+    pub fn handle_datagram(&mut self, now: Now, bytes: Bytes, source: Peer) {
+        match Message::parse_datagram(bytes, &self.limits) {
+            Ok(msg) => self.handle_message(now, msg, source),
+            Err(ParseError::Empty) => {}
+            Err(e) => {
+                self.counters.unparseable += 1;
+                tracing::debug!(%source.addr, "dropped unparseable datagram: {e}");
+            }
+        }
+    }
+
+    /// A framed message (from a stream transport, or [`Self::handle_datagram`]).
+    pub fn handle_message(&mut self, now: Now, msg: Message, source: Peer) {
+        let policy = if source.transport.is_reliable() {
+            &self.policy_stream
+        } else {
+            &self.policy_dgram
+        };
+        match validate(&msg, policy) {
+            Verdict::Accept => {
+                self.tl.handle_message(now.mono, msg, source);
+                self.pump(now);
+            }
+            Verdict::Reject(r) => {
+                self.counters.rejected += 1;
+                tracing::debug!(%source.addr, status = r.status, "refused request: {}", r.detail);
+                if msg.method() != Some(&Method::Ack) {
+                    let tag = self.token();
+                    self.tl
+                        .send_stateless(source, r.response(&msg, tag.as_bytes()));
+                }
+            }
+            Verdict::Drop(why) => {
+                self.counters.unparseable += 1;
+                tracing::debug!(%source.addr, "dropped message: {why}");
+            }
+        }
+    }
+
+    /// An action of a tenant's routing engine.
+    pub fn handle_action(&mut self, now: Now, tenant: Uuid, action: Action) {
+        match action {
+            Action::Offer {
+                offer,
+                contact,
+                agent,
+                ..
+            } => self.offer(now, tenant, offer, contact, agent),
+            Action::CancelOffer {
+                offer,
+                contact,
+                reason,
+                ..
+            } => self.withdraw_offer(now, offer, contact, reason),
+            Action::Refused { contact, .. } => self.refuse(now, contact, 480, "refused"),
+            Action::Overflow {
+                contact, target, ..
+            } => match target {
+                Disposition::Queue(q) => {
+                    if let Some(call) = self
+                        .by_contact
+                        .get(&contact)
+                        .and_then(|k| self.calls.get_mut(k))
+                    {
+                        call.queue = q;
+                    }
+                }
+                _ => self.refuse(now, contact, 480, "overflowed"),
+            },
+            _ => {}
+        }
+    }
+
+    /// An event of the media relay.
+    pub fn handle_media_event(&mut self, now: Now, event: MediaEvent) {
+        if let MediaEvent::RtpTimeout { id, leg } = event {
+            let Some(&key) = self.by_media.get(&id) else {
+                return;
+            };
+            let connected = self
+                .calls
+                .get(&key)
+                .is_some_and(|c| c.state == CallState::Connected);
+            // A queued caller may be silent (nothing to answer yet); only a bridged call is dead
+            // when a leg stops sending.
+            if connected {
+                tracing::info!(?id, ?leg, "no RTP: clearing the call");
+                self.hang_up(now, key, None);
+            }
+        }
+    }
+
+    fn token(&mut self) -> String {
+        format!("{:016x}", self.rng.random::<u64>())
+    }
+
+    fn via(&mut self, transport: TransportKind) -> String {
+        let branch = new_branch(self.rng.random());
+        format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            transport_token(transport),
+            self.config.sip_address
+        )
+    }
+
+    fn our_contact(&self) -> String {
+        format!("<sip:zentrale@{}>", self.config.sip_address)
+    }
+
+    /// Drains the transaction layer's and the registrar's events.
+    fn pump(&mut self, now: Now) {
+        while let Some(ev) = self.tl.poll_event() {
+            self.handle_tx_event(now, ev);
+        }
+        while let Some(ev) = self.registrar.poll_event() {
+            self.handle_registrar_event(now, ev);
+        }
+    }
+
+    fn respond(&mut self, now: Now, tx: TxId, bytes: Bytes) {
+        if let Err(e) = self.tl.respond(now.mono, tx, bytes) {
+            tracing::debug!(?tx, "response not sent: {e}");
+        }
+    }
+
+    fn simple(&mut self, now: Now, tx: TxId, req: &Message, source: Peer, code: u16, reason: &str) {
+        let tag = self.token();
+        let b = response_to_source(req, Some(source.addr), code, reason, Some(tag.as_bytes()));
+        self.respond(now, tx, b.finish());
+    }
+
+    fn handle_registrar_event(&mut self, now: Now, ev: RegistrarEvent) {
+        let (aor, online) = match ev {
+            RegistrarEvent::Registered { aor, .. } => (aor, true),
+            RegistrarEvent::Unregistered { aor, .. } | RegistrarEvent::Expired { aor, .. } => {
+                (aor, false)
+            }
+        };
+        let Some((tenant, agent, _)) = self.index.extensions.get(&aor).cloned() else {
+            return;
+        };
+        let contacts = self.registrar.bindings(&aor, now.mono).len();
+        if online && contacts == 1 {
+            // The first phone of an agent logs the agent in, ready (a desk phone has no
+            // other way to say so); pause and wrap-up come from the agent desktop.
+            self.routing.push_back((
+                tenant,
+                Input::AgentLogin {
+                    agent: agent.clone(),
+                },
+            ));
+            self.routing
+                .push_back((tenant, Input::AgentReady { agent }));
+        } else if !online && contacts == 0 {
+            self.routing
+                .push_back((tenant, Input::AgentLogout { agent }));
+        }
+    }
+
+    fn handle_tx_event(&mut self, now: Now, ev: Event) {
+        match ev {
+            Event::Request {
+                tx,
+                request,
+                source,
+                cancels,
+            } => self.handle_request(now, tx, request, source, cancels),
+            Event::Ack { request, .. } => {
+                // A 2xx ACK from the caller confirms the dialog; nothing else to do (the
+                // transaction layer stopped resending our 200).
+                let _ = request;
+            }
+            Event::Response { tx, response } => self.handle_response(now, tx, response),
+            Event::Timeout { tx } => {
+                if let Some(&(key, i)) = self.by_branch_tx.get(&tx) {
+                    self.branch_failed(now, key, i, 408);
+                }
+            }
+            Event::Terminated { tx } => {
+                self.by_branch_tx.remove(&tx);
+                self.by_invite_tx.remove(&tx);
+                self.orphans.remove(&tx);
+            }
+            Event::StrayResponse { .. } => {}
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        now: Now,
+        tx: TxId,
+        req: Message,
+        source: Peer,
+        cancels: Option<TxId>,
+    ) {
+        let Some(method) = req.method().cloned() else {
+            return;
+        };
+        match method {
+            Method::Options => {
+                let tag = self.token();
+                let b =
+                    response_to_source(&req, Some(source.addr), 200, "OK", Some(tag.as_bytes()))
+                        .header(b"Allow", ALLOW)
+                        .header(b"Accept", b"application/sdp")
+                        .finish();
+                self.respond(now, tx, b);
+            }
+            Method::Register => {
+                let index = &self.index;
+                let action = self.registrar.handle_register(
+                    now.mono,
+                    now.wall_ms / 1000,
+                    &req,
+                    source,
+                    |user| {
+                        index
+                            .extensions
+                            .get(user)
+                            .map(|(_, _, s)| s.expose().to_owned())
+                    },
+                );
+                match action {
+                    RegisterAction::Respond { status: 401, bytes } => {
+                        let bytes = md5_challenge_first(bytes);
+                        self.respond(now, tx, bytes);
+                    }
+                    RegisterAction::Respond { bytes, .. } => self.respond(now, tx, bytes),
+                    RegisterAction::Drop(why) => {
+                        tracing::info!(%source.addr, "REGISTER dropped: {why}");
+                    }
+                }
+                self.pump_registrar(now);
+            }
+            Method::Invite => {
+                let in_dialog = req.to().ok().flatten().is_some_and(|t| t.tag().is_some());
+                if in_dialog {
+                    self.reinvite(now, tx, &req, source);
+                } else {
+                    self.new_call(now, tx, req, source);
+                }
+            }
+            Method::Bye => {
+                let found = req
+                    .call_id()
+                    .ok()
+                    .flatten()
+                    .and_then(|c| self.by_call_id.get(&c).copied());
+                match found {
+                    Some((key, from)) => {
+                        self.simple(now, tx, &req, source, 200, "OK");
+                        self.hang_up(now, key, Some(from));
+                    }
+                    None => self.simple(
+                        now,
+                        tx,
+                        &req,
+                        source,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                    ),
+                }
+            }
+            Method::Cancel => {
+                let target = cancels.and_then(|t| self.by_invite_tx.get(&t).copied());
+                match target {
+                    Some(key) => {
+                        self.simple(now, tx, &req, source, 200, "OK");
+                        self.abandon(now, key);
+                    }
+                    None => self.simple(
+                        now,
+                        tx,
+                        &req,
+                        source,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                    ),
+                }
+            }
+            Method::Info => self.simple(now, tx, &req, source, 200, "OK"),
+            _ => {
+                let tag = self.token();
+                let b = response_to_source(
+                    &req,
+                    Some(source.addr),
+                    501,
+                    "Not Implemented",
+                    Some(tag.as_bytes()),
+                )
+                .header(b"Allow", ALLOW)
+                .finish();
+                self.respond(now, tx, b);
+            }
+        }
+    }
+
+    fn pump_registrar(&mut self, now: Now) {
+        while let Some(ev) = self.registrar.poll_event() {
+            self.handle_registrar_event(now, ev);
+        }
+    }
+
+    /// A re-INVITE (session refresh, hold): answered with the SDP we already gave, so the
+    /// media path stays as it is.
+    fn reinvite(&mut self, now: Now, tx: TxId, req: &Message, source: Peer) {
+        let found = req
+            .call_id()
+            .ok()
+            .flatten()
+            .and_then(|c| self.by_call_id.get(&c).copied())
+            .and_then(|(k, leg)| {
+                self.calls
+                    .get(&k)
+                    .map(|c| (c.answer_sdp.clone(), c.local_tag.clone(), leg))
+            });
+        match found {
+            Some((sdp, tag, LegRef::Caller)) => {
+                let b = response_to_source(req, Some(source.addr), 200, "OK", Some(tag.as_bytes()))
+                    .header(b"Contact", self.our_contact().as_bytes())
+                    .header(b"Content-Type", b"application/sdp")
+                    .body(&sdp);
+                self.respond(now, tx, b);
+            }
+            _ => self.simple(now, tx, req, source, 488, "Not Acceptable Here"),
+        }
+    }
+
+    fn new_call(&mut self, now: Now, tx: TxId, req: Message, source: Peer) {
+        if !self.accepting {
+            self.simple(now, tx, &req, source, 503, "Service Unavailable");
+            return;
+        }
+        let dialled = req
+            .request_uri()
+            .and_then(Result::ok)
+            .and_then(|u| {
+                u.user_unescaped()
+                    .map(|u| String::from_utf8_lossy(&u).into_owned())
+            })
+            .unwrap_or_default();
+        let Some((tenant, queue)) = self.index.route(&dialled).cloned() else {
+            tracing::info!(%dialled, "INVITE for an unknown number");
+            self.simple(now, tx, &req, source, 404, "Not Found");
+            return;
+        };
+        let offer = match SessionDescription::parse(req.body()) {
+            Ok(o) if !req.body().is_empty() => o,
+            // No offer (late offer) or a broken one: we answer only offers we can anchor.
+            _ => {
+                self.simple(now, tx, &req, source, 488, "Not Acceptable Here");
+                return;
+            }
+        };
+        let Some(caller_setup) = LegSetup::from_sdp(&offer) else {
+            self.simple(now, tx, &req, source, 488, "Not Acceptable Here");
+            return;
+        };
+        let agent_side = LegSetup {
+            peer: None,
+            rtcp_peer: None,
+            payload_types: PayloadTypes::of(&[0, 8, 101]),
+        };
+        let media = match self.media.add_call(caller_setup, agent_side) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("no media ports for a new call: {e}");
+                self.simple(now, tx, &req, source, 503, "Service Unavailable");
+                return;
+            }
+        };
+        let session_id = self.rng.random::<u32>().into();
+        let local = LocalMedia {
+            address: self.config.media_address,
+            port: media.leg_a.rtp,
+        };
+        let answer = match offer.answer(
+            &[Codec::Pcmu, Codec::Pcma, Codec::TelephoneEvent],
+            local,
+            session_id,
+        ) {
+            Ok(a) => a,
+            Err(_) => {
+                self.media.remove_call(media.id);
+                self.simple(now, tx, &req, source, 488, "Not Acceptable Here");
+                return;
+            }
+        };
+        // No transcoding: the agent is offered exactly the codec the caller got.
+        let mut agent_codecs = vec![answer.audio.codec];
+        if answer.telephone_event.is_some() {
+            agent_codecs.push(Codec::TelephoneEvent);
+        }
+        let answer_sdp = Bytes::from(answer.sdp.to_string());
+        let mut random = [0u8; 10];
+        self.rng.fill(&mut random);
+        let contact =
+            ContactId(uuid::Builder::from_unix_timestamp_millis(now.wall_ms, &random).into_uuid());
+        let local_tag = self.token();
+        let call_id = req.call_id().ok().flatten().unwrap_or_default();
+        let caller_number = user_of(req.from().ok().flatten().as_ref());
+        let caller_contact = match req.contacts() {
+            Ok(Some(crate::sip::Contacts::List(l))) => l.first().map(|c| c.uri.raw().clone()),
+            _ => None,
+        }
+        .unwrap_or_else(|| {
+            req.request_line()
+                .map(|r| r.uri_raw.clone())
+                .unwrap_or_default()
+        });
+        let ringing = response_to_source(
+            &req,
+            Some(source.addr),
+            180,
+            "Ringing",
+            Some(local_tag.as_bytes()),
+        )
+        .copy_headers(&req, &HeaderName::RecordRoute)
+        .header(b"Contact", self.our_contact().as_bytes())
+        .finish();
+        self.respond(now, tx, ringing);
+        let key = CallKey(self.next_call);
+        self.next_call += 1;
+        let mut new = NewContact::new(contact, queue.clone(), Channel::Voice);
+        new.attributes
+            .insert("caller".to_owned(), caller_number.clone());
+        new.attributes.insert("dialled".to_owned(), dialled.clone());
+        self.routing.push_back((tenant, Input::NewContact(new)));
+        self.by_contact.insert(contact, key);
+        self.by_call_id
+            .insert(call_id.clone(), (key, LegRef::Caller));
+        self.by_invite_tx.insert(tx, key);
+        self.by_media.insert(media.id, key);
+        self.counters.calls_in += 1;
+        self.calls.insert(
+            key,
+            Call {
+                tenant,
+                contact,
+                queue,
+                invite_tx: tx,
+                invite: req,
+                source,
+                local_tag,
+                call_id,
+                caller_contact,
+                caller_number,
+                dialled,
+                media,
+                answer_sdp,
+                agent_codecs,
+                state: CallState::Queued,
+                branches: Vec::new(),
+                winner: None,
+                started_ms: now.wall_ms,
+                answered_ms: None,
+                bye_cseq: 1,
+            },
+        );
+    }
+
+    /// Rings every registered phone of the offered agent.
+    fn offer(
+        &mut self,
+        now: Now,
+        tenant: Uuid,
+        offer: OfferId,
+        contact: ContactId,
+        agent: AgentId,
+    ) {
+        let Some(&key) = self.by_contact.get(&contact) else {
+            // The caller is gone already; the engine learns it from the abandon it was sent.
+            return;
+        };
+        let bindings: Vec<(Bytes, Peer)> = self
+            .index
+            .agents
+            .get(&(tenant, agent.clone()))
+            .map(|ext| {
+                self.registrar
+                    .bindings(ext, now.mono)
+                    .into_iter()
+                    .map(|b| (b.contact.clone(), phone_address(&b.contact, b.source)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if bindings.is_empty() {
+            tracing::info!(%agent, "offered agent has no registered phone");
+            self.routing.push_back((
+                tenant,
+                Input::OfferRejected {
+                    offer,
+                    kind: RejectKind::Failed,
+                },
+            ));
+            return;
+        }
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let from_user = if call.caller_number.is_empty() {
+            "anonymous".to_owned()
+        } else {
+            call.caller_number.clone()
+        };
+        let codecs = call.agent_codecs.clone();
+        let leg_b_port = call.media.leg_b.rtp;
+        let sdp = SessionDescription::offer(
+            LocalMedia {
+                address: self.config.media_address,
+                port: leg_b_port,
+            },
+            self.rng.random::<u32>().into(),
+            &codecs,
+            101,
+        )
+        .to_string();
+        for (target, peer) in bindings {
+            let tag = self.token();
+            let call_id = Bytes::from(format!("{}@zentrale", self.token()));
+            let via = self.via(peer.transport);
+            let bytes = MessageBuilder::request(&Method::Invite, &target)
+                .header(b"Via", via.as_bytes())
+                .header(b"Max-Forwards", b"70")
+                .header(
+                    b"From",
+                    format!(
+                        "<sip:{from_user}@{}>;tag={tag}",
+                        self.config.sip_address.ip()
+                    )
+                    .as_bytes(),
+                )
+                .header(
+                    b"To",
+                    format!("<{}>", String::from_utf8_lossy(&target)).as_bytes(),
+                )
+                .header(b"Call-ID", &call_id)
+                .header(b"CSeq", b"1 INVITE")
+                .header(b"Contact", self.our_contact().as_bytes())
+                .header(b"Allow", ALLOW)
+                .header(b"Content-Type", b"application/sdp")
+                .body(sdp.as_bytes());
+            let Ok(invite) = Message::parse_datagram(bytes, &self.limits) else {
+                // Only a contact URI with bytes our own parser refuses gets here.
+                tracing::warn!(%agent, "cannot build an INVITE to a registered contact");
+                continue;
+            };
+            match self.tl.send_request(now.mono, invite.clone(), peer) {
+                Ok(tx) => {
+                    let Some(call) = self.calls.get_mut(&key) else {
+                        return;
+                    };
+                    let i = call.branches.len();
+                    call.branches.push(Branch {
+                        offer,
+                        agent: agent.clone(),
+                        tx,
+                        invite,
+                        peer,
+                        call_id: call_id.clone(),
+                        state: BranchState::Calling,
+                        remote_to: None,
+                        remote_target: None,
+                        withdrawn: false,
+                        last_status: 0,
+                    });
+                    self.by_branch_tx.insert(tx, (key, i));
+                    self.by_call_id.insert(call_id, (key, LegRef::Branch(i)));
+                }
+                Err(e) => tracing::warn!("cannot start INVITE transaction: {e}"),
+            }
+        }
+        let any = self
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.branches.iter().any(|b| b.offer == offer));
+        if !any {
+            self.routing.push_back((
+                tenant,
+                Input::OfferRejected {
+                    offer,
+                    kind: RejectKind::Failed,
+                },
+            ));
+        }
+    }
+
+    fn cancel_branch(&mut self, now: Now, key: CallKey, i: usize) {
+        let Some(b) = self.calls.get_mut(&key).and_then(|c| c.branches.get_mut(i)) else {
+            return;
+        };
+        if matches!(b.state, BranchState::Calling | BranchState::Ringing) {
+            b.withdrawn = true;
+            let cancel = crate::sip::transaction::build_cancel(&b.invite);
+            let peer = b.peer;
+            if let Ok(m) = Message::parse_datagram(cancel, &self.limits) {
+                let _ = self.tl.send_request(now.mono, m, peer);
+            }
+        }
+    }
+
+    fn withdraw_offer(
+        &mut self,
+        now: Now,
+        offer: OfferId,
+        contact: ContactId,
+        reason: CancelReason,
+    ) {
+        let Some(&key) = self.by_contact.get(&contact) else {
+            return;
+        };
+        let idx: Vec<usize> = self
+            .calls
+            .get(&key)
+            .map(|c| {
+                c.branches
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.offer == offer)
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .unwrap_or_default();
+        tracing::debug!(?reason, "offer withdrawn");
+        for i in idx {
+            if let Some(b) = self.calls.get_mut(&key).and_then(|c| c.branches.get_mut(i)) {
+                b.withdrawn = true;
+            }
+            self.cancel_branch(now, key, i);
+        }
+    }
+
+    fn handle_response(&mut self, now: Now, tx: TxId, resp: Message) {
+        let Some(code) = resp.status() else {
+            return;
+        };
+        if let Some(orphan) = self.orphans.get(&tx) {
+            if (200..300).contains(&code) {
+                // The call ended while this phone was ringing and it answered anyway.
+                let (to, target, peer, invite) = (
+                    resp.single(&HeaderName::To, "To")
+                        .ok()
+                        .flatten()
+                        .cloned()
+                        .unwrap_or_default(),
+                    contact_uri(&resp).unwrap_or_default(),
+                    orphan.peer,
+                    orphan.invite.clone(),
+                );
+                self.ack_and_bye(now, &invite, &to, &target, peer);
+            }
+            return;
+        }
+        let Some(&(key, i)) = self.by_branch_tx.get(&tx) else {
+            return;
+        };
+        match code {
+            100..=199 => {
+                if let Some(b) = self.calls.get_mut(&key).and_then(|c| c.branches.get_mut(i))
+                    && b.state == BranchState::Calling
+                {
+                    b.state = BranchState::Ringing;
+                }
+            }
+            200..=299 => self.branch_answered(now, key, i, &resp),
+            _ => self.branch_failed(now, key, i, code),
+        }
+    }
+
+    fn ack_and_bye(&mut self, now: Now, invite: &Message, to: &Bytes, target: &Bytes, peer: Peer) {
+        let via = self.via(peer.transport);
+        let ack = MessageBuilder::request(&Method::Ack, target)
+            .header(b"Via", via.as_bytes())
+            .header(b"Max-Forwards", b"70")
+            .copy_headers(invite, &HeaderName::From)
+            .header(b"To", to)
+            .copy_headers(invite, &HeaderName::CallId)
+            .header(b"CSeq", b"1 ACK")
+            .finish();
+        self.tl.send_stateless(peer, ack);
+        let via = self.via(peer.transport);
+        let bye = MessageBuilder::request(&Method::Bye, target)
+            .header(b"Via", via.as_bytes())
+            .header(b"Max-Forwards", b"70")
+            .copy_headers(invite, &HeaderName::From)
+            .header(b"To", to)
+            .copy_headers(invite, &HeaderName::CallId)
+            .header(b"CSeq", b"2 BYE")
+            .finish();
+        if let Ok(m) = Message::parse_datagram(bye, &self.limits) {
+            let _ = self.tl.send_request(now.mono, m, peer);
+        }
+    }
+
+    fn branch_answered(&mut self, now: Now, key: CallKey, i: usize, resp: &Message) {
+        let to = resp
+            .single(&HeaderName::To, "To")
+            .ok()
+            .flatten()
+            .cloned()
+            .unwrap_or_default();
+        let target = contact_uri(resp).unwrap_or_else(|| {
+            self.calls
+                .get(&key)
+                .and_then(|c| c.branches.get(i))
+                .and_then(|b| b.invite.request_line().map(|r| r.uri_raw.clone()))
+                .unwrap_or_default()
+        });
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(b) = call.branches.get_mut(i) else {
+            return;
+        };
+        if b.state == BranchState::Won {
+            // A retransmitted 2xx: our ACK was lost, send it again.
+            let via = format!(
+                "SIP/2.0/{} {};branch={};rport",
+                transport_token(b.peer.transport),
+                self.config.sip_address,
+                new_branch(self.rng.random())
+            );
+            let ack = MessageBuilder::request(&Method::Ack, &target)
+                .header(b"Via", via.as_bytes())
+                .header(b"Max-Forwards", b"70")
+                .copy_headers(&b.invite, &HeaderName::From)
+                .header(b"To", &to)
+                .copy_headers(&b.invite, &HeaderName::CallId)
+                .header(b"CSeq", b"1 ACK")
+                .finish();
+            let peer = b.peer;
+            self.tl.send_stateless(peer, ack);
+            return;
+        }
+        let late = call.winner.is_some() || b.withdrawn;
+        let (invite, peer) = (b.invite.clone(), b.peer);
+        if late {
+            b.state = BranchState::Done;
+            self.ack_and_bye(now, &invite, &to, &target, peer);
+            return;
+        }
+        b.state = BranchState::Won;
+        b.remote_to = Some(to.clone());
+        b.remote_target = Some(target.clone());
+        let offer = b.offer;
+        call.winner = Some(i);
+        call.state = CallState::Connected;
+        call.answered_ms = Some(now.wall_ms);
+        let (tenant, media_id, invite_tx, answer_sdp, local_tag) = (
+            call.tenant,
+            call.media.id,
+            call.invite_tx,
+            call.answer_sdp.clone(),
+            call.local_tag.clone(),
+        );
+        let caller_invite = call.invite.clone();
+        let caller_source = call.source;
+        let others: Vec<usize> = (0..call.branches.len()).filter(|&j| j != i).collect();
+        // ACK the agent's 2xx (a new transaction-less request to its Contact).
+        let via = self.via(peer.transport);
+        let ack = MessageBuilder::request(&Method::Ack, &target)
+            .header(b"Via", via.as_bytes())
+            .header(b"Max-Forwards", b"70")
+            .copy_headers(&invite, &HeaderName::From)
+            .header(b"To", &to)
+            .copy_headers(&invite, &HeaderName::CallId)
+            .header(b"CSeq", b"1 ACK")
+            .finish();
+        self.tl.send_stateless(peer, ack);
+        if let Ok(sdp) = SessionDescription::parse(resp.body())
+            && let Some(setup) = LegSetup::from_sdp(&sdp)
+        {
+            self.media.update_leg(media_id, Leg::B, setup);
+        }
+        let ok = response_to_source(
+            &caller_invite,
+            Some(caller_source.addr),
+            200,
+            "OK",
+            Some(local_tag.as_bytes()),
+        )
+        .copy_headers(&caller_invite, &HeaderName::RecordRoute)
+        .header(b"Contact", self.our_contact().as_bytes())
+        .header(b"Allow", ALLOW)
+        .header(b"Content-Type", b"application/sdp")
+        .body(&answer_sdp);
+        self.respond(now, invite_tx, ok);
+        for j in others {
+            self.cancel_branch(now, key, j);
+        }
+        self.counters.answered += 1;
+        self.routing
+            .push_back((tenant, Input::OfferAccepted { offer }));
+    }
+
+    fn branch_failed(&mut self, _now: Now, key: CallKey, i: usize, code: u16) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(b) = call.branches.get_mut(i) else {
+            return;
+        };
+        if matches!(b.state, BranchState::Done | BranchState::Won) {
+            return;
+        }
+        b.state = BranchState::Done;
+        b.last_status = code;
+        let offer = b.offer;
+        if call.winner.is_some() {
+            return;
+        }
+        let siblings: Vec<&Branch> = call.branches.iter().filter(|b| b.offer == offer).collect();
+        if siblings.iter().any(|b| b.state != BranchState::Done) {
+            return;
+        }
+        if siblings.iter().all(|b| b.withdrawn) {
+            return;
+        }
+        // Every phone of the agent refused: busy beats declined beats failed.
+        let kind = if siblings.iter().any(|b| matches!(b.last_status, 486 | 600)) {
+            RejectKind::Busy
+        } else if siblings.iter().any(|b| b.last_status == 603) {
+            RejectKind::Declined
+        } else {
+            RejectKind::Failed
+        };
+        let tenant = call.tenant;
+        self.routing
+            .push_back((tenant, Input::OfferRejected { offer, kind }));
+    }
+
+    /// The caller gave up (CANCEL) before an agent answered.
+    fn abandon(&mut self, now: Now, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        if call.state == CallState::Connected {
+            return;
+        }
+        let (tx, invite, source, tag, tenant, contact) = (
+            call.invite_tx,
+            call.invite.clone(),
+            call.source,
+            call.local_tag.clone(),
+            call.tenant,
+            call.contact,
+        );
+        let b = response_to_source(
+            &invite,
+            Some(source.addr),
+            487,
+            "Request Terminated",
+            Some(tag.as_bytes()),
+        );
+        self.respond(now, tx, b.finish());
+        self.counters.abandoned += 1;
+        self.routing
+            .push_back((tenant, Input::ContactAbandoned { contact }));
+        self.finish(now, key, "abandoned");
+    }
+
+    /// The engine could not queue the call, or moved it out of our reach.
+    fn refuse(&mut self, now: Now, contact: ContactId, code: u16, result: &'static str) {
+        let Some(&key) = self.by_contact.get(&contact) else {
+            return;
+        };
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        if call.state == CallState::Connected {
+            return;
+        }
+        let (tx, invite, source, tag) = (
+            call.invite_tx,
+            call.invite.clone(),
+            call.source,
+            call.local_tag.clone(),
+        );
+        let b = response_to_source(
+            &invite,
+            Some(source.addr),
+            code,
+            "Temporarily Unavailable",
+            Some(tag.as_bytes()),
+        );
+        self.respond(now, tx, b.finish());
+        self.finish(now, key, result);
+    }
+
+    /// One side hung up (or the media died): BYE the other side(s), tell the engine.
+    fn hang_up(&mut self, now: Now, key: CallKey, from: Option<LegRef>) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        if call.state != CallState::Connected {
+            // A BYE on an early dialog of the caller: treat as abandon.
+            if from == Some(LegRef::Caller) {
+                let (tenant, contact) = (call.tenant, call.contact);
+                let (tx, invite, source, tag) = (
+                    call.invite_tx,
+                    call.invite.clone(),
+                    call.source,
+                    call.local_tag.clone(),
+                );
+                let b = response_to_source(
+                    &invite,
+                    Some(source.addr),
+                    487,
+                    "Request Terminated",
+                    Some(tag.as_bytes()),
+                );
+                self.respond(now, tx, b.finish());
+                self.counters.abandoned += 1;
+                self.routing
+                    .push_back((tenant, Input::ContactAbandoned { contact }));
+                self.finish(now, key, "abandoned");
+            }
+            return;
+        }
+        let winner = call.winner;
+        if from != Some(LegRef::Caller) {
+            self.bye_caller(now, key);
+        }
+        if let Some(w) = winner
+            && from != Some(LegRef::Branch(w))
+        {
+            self.bye_agent(now, key, w);
+        }
+        if let Some(call) = self.calls.get(&key) {
+            let (tenant, contact) = (call.tenant, call.contact);
+            self.routing
+                .push_back((tenant, Input::ContactEnded { contact }));
+        }
+        self.finish(now, key, "answered");
+    }
+
+    fn bye_caller(&mut self, now: Now, key: CallKey) {
+        let via_transport = match self.calls.get(&key) {
+            Some(c) => c.source.transport,
+            None => return,
+        };
+        let via = self.via(via_transport);
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        call.bye_cseq += 1;
+        let inv = &call.invite;
+        let from = inv
+            .single(&HeaderName::From, "From")
+            .ok()
+            .flatten()
+            .cloned()
+            .unwrap_or_default();
+        let to = inv
+            .single(&HeaderName::To, "To")
+            .ok()
+            .flatten()
+            .cloned()
+            .unwrap_or_default();
+        let mut our_side = to.to_vec();
+        if !our_side
+            .windows(5)
+            .any(|w| w.eq_ignore_ascii_case(b";tag="))
+        {
+            our_side.extend_from_slice(b";tag=");
+            our_side.extend_from_slice(call.local_tag.as_bytes());
+        }
+        let mut b = MessageBuilder::request(&Method::Bye, &call.caller_contact)
+            .header(b"Via", via.as_bytes())
+            .header(b"Max-Forwards", b"70");
+        // Our route set towards the caller is its Record-Route in order (RFC 3261 §12.1.1).
+        for rr in inv.headers_named(&HeaderName::RecordRoute) {
+            b = b.header(b"Route", rr);
+        }
+        let bytes = b
+            .header(b"From", &our_side)
+            .header(b"To", &from)
+            .header(b"Call-ID", &call.call_id)
+            .header(b"CSeq", format!("{} BYE", call.bye_cseq).as_bytes())
+            .finish();
+        let peer = call.source;
+        if let Ok(m) = Message::parse_datagram(bytes, &self.limits) {
+            let _ = self.tl.send_request(now.mono, m, peer);
+        }
+    }
+
+    fn bye_agent(&mut self, now: Now, key: CallKey, w: usize) {
+        let Some(b) = self.calls.get(&key).and_then(|c| c.branches.get(w)) else {
+            return;
+        };
+        let (Some(to), Some(target)) = (b.remote_to.clone(), b.remote_target.clone()) else {
+            return;
+        };
+        let (invite, peer) = (b.invite.clone(), b.peer);
+        let via = self.via(peer.transport);
+        let bye = MessageBuilder::request(&Method::Bye, &target)
+            .header(b"Via", via.as_bytes())
+            .header(b"Max-Forwards", b"70")
+            .copy_headers(&invite, &HeaderName::From)
+            .header(b"To", &to)
+            .copy_headers(&invite, &HeaderName::CallId)
+            .header(b"CSeq", b"2 BYE")
+            .finish();
+        if let Ok(m) = Message::parse_datagram(bye, &self.limits) {
+            let _ = self.tl.send_request(now.mono, m, peer);
+        }
+    }
+
+    /// Removes the call, releases media, writes CDRs.
+    fn finish(&mut self, now: Now, key: CallKey, result: &'static str) {
+        let Some(call) = self.calls.remove(&key) else {
+            return;
+        };
+        for i in 0..call.branches.len() {
+            if matches!(
+                call.branches[i].state,
+                BranchState::Calling | BranchState::Ringing
+            ) {
+                let b = &call.branches[i];
+                let cancel = crate::sip::transaction::build_cancel(&b.invite);
+                if let Ok(m) = Message::parse_datagram(cancel, &self.limits) {
+                    let _ = self.tl.send_request(now.mono, m, b.peer);
+                }
+            }
+        }
+        self.media.remove_call(call.media.id);
+        self.by_media.remove(&call.media.id);
+        self.by_contact.remove(&call.contact);
+        self.by_call_id.remove(&call.call_id);
+        self.by_invite_tx.remove(&call.invite_tx);
+        let winner = call.winner.and_then(|w| call.branches.get(w));
+        let agent = winner.map(|b| b.agent.to_string());
+        let answered = call.answered_ms;
+        let wait_ms = answered
+            .unwrap_or(now.wall_ms)
+            .saturating_sub(call.started_ms);
+        let talk_ms = answered.map_or(0, |a| now.wall_ms.saturating_sub(a));
+        self.cdrs.push_back(CdrRow {
+            tenant: call.tenant,
+            contact: call.contact,
+            leg: "caller",
+            started_ms: call.started_ms,
+            answered_ms: answered,
+            ended_ms: now.wall_ms,
+            caller: call.caller_number.clone(),
+            callee: call.dialled.clone(),
+            result,
+            queue: Some(call.queue.to_string()),
+            agent: agent.clone(),
+            wait_ms,
+            talk_ms,
+        });
+        if let Some(b) = winner {
+            let mut callee = String::new();
+            let _ = write!(callee, "{}", b.agent);
+            self.cdrs.push_back(CdrRow {
+                tenant: call.tenant,
+                contact: call.contact,
+                leg: "agent",
+                started_ms: answered.unwrap_or(now.wall_ms),
+                answered_ms: answered,
+                ended_ms: now.wall_ms,
+                caller: call.caller_number.clone(),
+                callee,
+                result,
+                queue: Some(call.queue.to_string()),
+                agent,
+                wait_ms: 0,
+                talk_ms,
+            });
+        }
+        for b in call.branches {
+            self.by_call_id.remove(&b.call_id);
+            self.by_branch_tx.remove(&b.tx);
+            if matches!(b.state, BranchState::Calling | BranchState::Ringing) {
+                self.orphans.insert(b.tx, b);
+            }
+        }
+    }
+
+    /// Ends every call now (bounded shutdown ran out): BYE to connected legs, 503 to waiting
+    /// callers.
+    pub fn end_all(&mut self, now: Now) {
+        let keys: Vec<CallKey> = self.calls.keys().copied().collect();
+        for key in keys {
+            let state = self.calls.get(&key).map(|c| (c.state, c.contact));
+            match state {
+                Some((CallState::Connected, _)) => self.hang_up(now, key, None),
+                Some((CallState::Queued, contact)) => {
+                    if let Some(c) = self.calls.get(&key) {
+                        self.routing
+                            .push_back((c.tenant, Input::ContactAbandoned { contact }));
+                    }
+                    self.refuse(now, contact, 503, "failed");
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// How long to wait, at most, for calls to finish during shutdown.
+    pub fn drain_deadline(now: Instant) -> Instant {
+        now + Duration::from_secs(30)
+    }
+}
+
+fn contact_uri(msg: &Message) -> Option<Bytes> {
+    match msg.contacts() {
+        Ok(Some(crate::sip::Contacts::List(l))) => l.first().map(|c| c.uri.raw().clone()),
+        _ => None,
+    }
+}
+
+/// Where to send requests for a registered contact. Behind NAT the phone is reached where its
+/// REGISTER came from (RFC 3581 style), not at the private address in its Contact. When the
+/// Contact names the very address the REGISTER came from, nothing rewrote it, so its port is
+/// trusted too: a phone may register from one socket and listen on another.
+fn phone_address(contact: &Bytes, source: Peer) -> Peer {
+    // Over a connection the phone is reached on that connection, whatever its Contact says.
+    if source.transport.is_reliable() {
+        return source;
+    }
+    let Ok(uri) = crate::sip::Uri::parse(contact.clone()) else {
+        return source;
+    };
+    let host = String::from_utf8_lossy(uri.host());
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) if ip == source.addr.ip() => Peer {
+            addr: SocketAddr::new(ip, uri.port().unwrap_or(5060)),
+            transport: source.transport,
+        },
+        _ => source,
+    }
+}
+
+/// Puts the MD5 challenge before the SHA-256 one. RFC 8760 lets the server order challenges
+/// by preference, but many desk phones (and SIPp) read only the first WWW-Authenticate and
+/// give up on an algorithm they lack, so the one every phone speaks goes first; phones that
+/// prefer SHA-256 still find it.
+fn md5_challenge_first(response: Bytes) -> Bytes {
+    let text = response.as_ref();
+    let Some(head_end) = memchr::memmem::find(text, b"\r\n\r\n") else {
+        return response;
+    };
+    let head = &text[..head_end];
+    let lines: Vec<&[u8]> = head.split(|&c| c == b'\n').collect();
+    let is_challenge =
+        |l: &&[u8]| l.len() > 17 && l[..17].eq_ignore_ascii_case(b"WWW-Authenticate:");
+    let (mut md5, mut other): (Vec<&[u8]>, Vec<&[u8]>) =
+        lines.iter().copied().filter(is_challenge).partition(|l| {
+            memchr::memmem::find(&l.to_ascii_uppercase(), b"ALGORITHM=MD5").is_some()
+        });
+    if md5.is_empty() {
+        return response;
+    }
+    md5.append(&mut other);
+    let mut out = Vec::with_capacity(text.len());
+    let mut challenges = md5.into_iter();
+    for (i, l) in lines.iter().enumerate() {
+        let line = if is_challenge(l) {
+            challenges.next().unwrap_or(l)
+        } else {
+            l
+        };
+        if i > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(&text[head_end..]);
+    Bytes::from(out)
+}

@@ -1,0 +1,22 @@
+//! The B2BUA: a carrier's call through acd-core to an agent's phone.
+//!
+//! # Layout
+//! - [`model`]: the per-tenant telephony the binary hands in (DIDs → queues, agents' SIP
+//!   identities), replaceable live.
+//! - [`core`]: the sans-IO call state machines ([`B2bua`]): INVITE → queue → offer → fork to
+//!   the agent's phones → bridge → BYE, CANCEL/abandon, refusals, RTP-timeout clearing, CDRs.
+//! - `driver`: the tokio task that feeds the core and executes its outputs.
+//!
+//! # Design
+//! The core follows the quinn split (STYLE.md §2): the transaction layer demultiplexes, the
+//! core keeps a table of calls each owning its caller leg and its branches, and acd-core sees
+//! only contacts and offers. All of it is one state machine with time as an argument, so a
+//! test can run a call with a fake clock; the driver is the only place with sockets and timers.
+
+pub mod core;
+pub(crate) mod driver;
+pub mod model;
+
+pub use self::core::{B2bua, B2buaConfig, CdrRow, Counters, MediaPort, Now};
+pub use driver::GatewayIo;
+pub use model::{AgentSip, GatewayModel, SipSecret, TenantModel, normalize_e164};

@@ -1,0 +1,158 @@
+//! What the gateway needs to know about each tenant, in plain types the binary fills in.
+//!
+//! sip-gateway must not depend on crm-api (DESIGN.md, "Who talks to whom"), so the binary
+//! translates its routing model (DIDs, agents, trunks) into a [`GatewayModel`] and hands a new
+//! one over whenever an admin changes something; the gateway swaps it in between two messages.
+//! Tenants are identified by crm-api's UUID, queues and agents by acd-core's ids.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use acd_core::{AgentId, QueueId};
+use uuid::Uuid;
+
+/// An agent's SIP password. Held in memory only (the binary derives it; it is never written
+/// to the database or a log), and redacted from `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SipSecret(String);
+
+impl SipSecret {
+    /// Wraps a password.
+    pub fn new(password: impl Into<String>) -> SipSecret {
+        SipSecret(password.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SipSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SipSecret(..)")
+    }
+}
+
+/// One agent's SIP identity: the extension its phone registers as, and the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSip {
+    /// The routing engine's agent.
+    pub agent: AgentId,
+    /// The phone's user name (the AOR's user part), e.g. `1001`.
+    pub extension: String,
+    /// The digest secret.
+    pub secret: SipSecret,
+}
+
+/// One tenant's telephony.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantModel {
+    /// crm-api's tenant id.
+    pub tenant: Uuid,
+    /// Dialled number (as the carrier sends it, E.164 with `+`, or a short code) → queue.
+    pub dids: HashMap<String, QueueId>,
+    /// Agents that may register phones.
+    pub agents: Vec<AgentSip>,
+}
+
+/// Every tenant the gateway serves. Extensions and DIDs must be unique across tenants on one
+/// node (the first tenant listed wins a clash, which the binary logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayModel {
+    /// The tenants.
+    pub tenants: Vec<TenantModel>,
+}
+
+/// The model indexed for the per-message look-ups.
+#[derive(Debug, Default)]
+pub(crate) struct ModelIndex {
+    pub(crate) dids: HashMap<String, (Uuid, QueueId)>,
+    pub(crate) extensions: HashMap<String, (Uuid, AgentId, SipSecret)>,
+    pub(crate) agents: HashMap<(Uuid, AgentId), String>,
+}
+
+impl ModelIndex {
+    pub(crate) fn build(model: &Arc<GatewayModel>) -> ModelIndex {
+        let mut idx = ModelIndex::default();
+        for t in &model.tenants {
+            for (did, queue) in &t.dids {
+                idx.dids
+                    .entry(did.clone())
+                    .or_insert_with(|| (t.tenant, queue.clone()));
+            }
+            for a in &t.agents {
+                idx.extensions
+                    .entry(a.extension.clone())
+                    .or_insert_with(|| (t.tenant, a.agent.clone(), a.secret.clone()));
+                idx.agents
+                    .insert((t.tenant, a.agent.clone()), a.extension.clone());
+            }
+        }
+        idx
+    }
+
+    /// The queue a dialled number leads to: as dialled, then E.164-normalised.
+    pub(crate) fn route(&self, dialled: &str) -> Option<&(Uuid, QueueId)> {
+        self.dids
+            .get(dialled)
+            .or_else(|| normalize_e164(dialled).and_then(|n| self.dids.get(&n)))
+    }
+}
+
+/// E.164 normalisation of what carriers send: visual separators dropped, `00` → `+`.
+/// Returns `None` when nothing number-like remains.
+pub fn normalize_e164(dialled: &str) -> Option<String> {
+    let plus = dialled.starts_with('+');
+    let digits: String = dialled.chars().filter(char::is_ascii_digit).collect();
+    if digits.is_empty()
+        || dialled
+            .chars()
+            .any(|c| !(c.is_ascii_digit() || "+-. ()".contains(c)))
+    {
+        return None;
+    }
+    if plus {
+        Some(format!("+{digits}"))
+    } else if let Some(rest) = digits.strip_prefix("00") {
+        Some(format!("+{rest}"))
+    } else {
+        Some(digits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carrier_number_formats_normalise_to_e164() {
+        assert_eq!(
+            normalize_e164("+49 30 123456").as_deref(),
+            Some("+4930123456")
+        );
+        assert_eq!(
+            normalize_e164("004930123456").as_deref(),
+            Some("+4930123456")
+        );
+        assert_eq!(normalize_e164("100").as_deref(), Some("100"));
+        assert_eq!(normalize_e164("support"), None);
+    }
+
+    #[test]
+    fn did_lookup_tries_the_normalised_form() {
+        let tenant = Uuid::from_u128(7);
+        let model = Arc::new(GatewayModel {
+            tenants: vec![TenantModel {
+                tenant,
+                dids: HashMap::from([("+4930123456".to_owned(), QueueId::new("support"))]),
+                agents: vec![],
+            }],
+        });
+        let idx = ModelIndex::build(&model);
+        assert_eq!(
+            idx.route("004930123456").map(|r| r.1.as_str()),
+            Some("support")
+        );
+        assert!(idx.route("4930999").is_none());
+    }
+}
