@@ -555,3 +555,40 @@ fn periodic_stats_events_report_counters() {
         }
     }
 }
+
+#[test]
+fn relays_over_ipv6() {
+    // Hosts without IPv6 on loopback cannot run this; say so instead of failing.
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback on this host");
+        return;
+    }
+    let rt = runtime();
+    let cfg = RelayConfig::default()
+        .bind_address("::1".parse().unwrap())
+        .ports(42000, 42099);
+    let (relay, _events) = MediaRelay::start(cfg).unwrap();
+    let phone6 = || {
+        let s = UdpSocket::bind("[::1]:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    };
+    let (caller, agent) = (phone6(), phone6());
+    let call = relay
+        .add_call(
+            setup(Some(caller.local_addr().unwrap())),
+            setup(Some(agent.local_addr().unwrap())),
+        )
+        .unwrap();
+    let to_a = SocketAddr::new(call.address, call.leg_a.rtp);
+    assert!(to_a.is_ipv6());
+    thread::scope(|s| {
+        s.spawn(|| send_tone(&caller, to_a, 1000.0, 25, 1));
+        let (heard, n) = receive_audio(&agent, 25);
+        assert_eq!(n, 25);
+        assert!(tone_share(&heard, 1000.0) > 0.9);
+    });
+    let stats = rt.block_on(relay.stats(call.id)).unwrap();
+    assert_eq!(stats.leg_a.latched, Some(caller.local_addr().unwrap()));
+}
