@@ -129,6 +129,24 @@ fn rss_kib() -> u64 {
     pages * 4
 }
 
+/// System-wide UDP receive-buffer and send-buffer drop counters (`/proc/net/snmp`).
+fn udp_buffer_errors() -> (u64, u64) {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return (0, 0);
+    };
+    let field = |name: &str| {
+        names
+            .split_whitespace()
+            .position(|n| n == name)
+            .and_then(|i| values.split_whitespace().nth(i))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RcvbufErrors"), field("SndbufErrors"))
+}
+
 fn udp_kernel_pages() -> String {
     std::fs::read_to_string("/proc/net/sockstat")
         .unwrap_or_default()
@@ -178,6 +196,11 @@ fn main() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_nonblocking(true).unwrap();
         setsockopt(&s, sockopt::ReceiveTimestampns, &true).unwrap();
+        if a.phone_sockets > 0 {
+            // A shared generator socket receives for many phones: give it room for bursts
+            // while the generator waits for a CPU (capped by net.core.rmem_max).
+            let _ = setsockopt(&s, sockopt::RcvBuf, &(4 << 20));
+        }
         phones.push(mio::net::UdpSocket::from_std(s));
     }
     let mut targets: Vec<SocketAddr> = vec![SocketAddr::from(([0, 0, 0, 0], 0)); nphones];
@@ -252,6 +275,7 @@ fn main() {
         n as u64
     };
 
+    let buffer_errors_before = udp_buffer_errors();
     let start = Instant::now() + Duration::from_millis(200);
     let measure_from = realtime_ns() + 200_000_000 + WARMUP.as_nanos() as u64;
     let stop_sending = start + Duration::from_secs(a.seconds);
@@ -386,6 +410,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let mut accepted = 0;
     let mut forwarded = 0;
     let mut undeliverable = 0;
     let mut rejected = 0;
@@ -393,6 +418,7 @@ fn main() {
     for id in &ids {
         let s = rt.block_on(relay.stats(*id)).unwrap();
         for l in [s.leg_a, s.leg_b] {
+            accepted += l.packets;
             forwarded += l.forwarded;
             undeliverable += l.undeliverable;
             rejected += l.rejected;
@@ -409,6 +435,7 @@ fn main() {
         *event_counts.entry(k).or_default() += 1;
     }
 
+    let buffer_errors_after = udp_buffer_errors();
     let loss = sent.saturating_sub(received);
     let pps = forwarded as f64 / (a.seconds as f64);
     let planned = (a.seconds * 50) as f64 * nphones as f64;
@@ -423,7 +450,17 @@ fn main() {
         loss as f64 * 100.0 / sent.max(1) as f64
     );
     println!(
+        "where: sent {sent} -> relay accepted {accepted} (lost before the relay {}) -> forwarded {forwarded} -> far phones received {received} (lost after the relay {})",
+        sent.saturating_sub(accepted),
+        forwarded.saturating_sub(received)
+    );
+    println!(
         "relay: forwarded {forwarded} (~{pps:.0} packets/s), undeliverable {undeliverable}, rejected {rejected}, ingress seq loss {lost_on_ingress}, events {event_counts:?}"
+    );
+    println!(
+        "kernel UDP drops during the run (system-wide): receive buffer full {}, send buffer full {}",
+        buffer_errors_after.0 - buffer_errors_before.0,
+        buffer_errors_after.1 - buffer_errors_before.1
     );
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p);
     println!(
