@@ -51,6 +51,9 @@ pub enum ErlangError {
     /// The interval length is zero, negative or not a number.
     #[error("interval length must be > 0 seconds, got {0}")]
     InvalidInterval(f64),
+    /// More agents than [`MAX_AGENTS`] (the formulas are linear in the number of agents).
+    #[error("at most {MAX_AGENTS} agents, got {0}")]
+    TooManyAgents(u32),
     /// No number of agents up to the search limit meets the target.
     #[error("no staffing up to {0} agents meets the target")]
     TargetUnreachable(u32),
@@ -78,6 +81,14 @@ fn check_aht(aht: f64) -> Result<f64, ErlangError> {
         Ok(aht)
     } else {
         Err(ErlangError::InvalidHandleTime(aht))
+    }
+}
+
+fn check_agents(agents: u32) -> Result<u32, ErlangError> {
+    if agents <= MAX_AGENTS {
+        Ok(agents)
+    } else {
+        Err(ErlangError::TooManyAgents(agents))
     }
 }
 
@@ -125,6 +136,7 @@ fn ln_inverse_erlang_b(agents: u32, traffic: f64) -> f64 {
 /// blocked contacts are lost. The building block of Erlang C and A.
 pub fn erlang_b(agents: u32, traffic: f64) -> Result<f64, ErlangError> {
     check_rate(traffic)?;
+    check_agents(agents)?;
     if agents == 0 {
         return Ok(1.0);
     }
@@ -148,6 +160,7 @@ impl ErlangC {
     pub fn new(arrivals_per_sec: f64, aht_secs: f64, agents: u32) -> Result<Self, ErlangError> {
         let rate = check_rate(arrivals_per_sec)?;
         let aht = check_aht(aht_secs)?;
+        check_agents(agents)?;
         Ok(Self {
             agents,
             traffic: rate * aht,
@@ -327,6 +340,7 @@ impl ErlangA {
     ) -> Result<Self, ErlangError> {
         let rate = check_rate(arrivals_per_sec)?;
         let aht = check_aht(aht_secs)?;
+        check_agents(agents)?;
         if !(patience_secs.is_finite() && patience_secs > 0.0) {
             return Err(ErlangError::InvalidPatience(patience_secs));
         }
@@ -770,6 +784,8 @@ mod tests {
         assert_eq!(p.probability_of_abandon, 1.0);
         assert_eq!(p.service_level, 0.0);
         assert!(ErlangA::new(0.1, 300.0, 5, f64::INFINITY).is_err());
+        assert!(ErlangC::new(0.1, 300.0, u32::MAX).is_err());
+        assert!(erlang_b(u32::MAX, 1.0).is_err());
         assert!(
             ErlangA::new(0.1, 300.0, 5, 60.0)
                 .unwrap()

@@ -15,6 +15,9 @@ use serde::Deserialize;
 use crate::ids::{AgentId, Channel, QueueId};
 use crate::skill_expr::SkillExpr;
 
+/// The most contacts per hour one queue may be given (one per millisecond, the clock's tick).
+pub const MAX_CONTACTS_PER_HOUR: f64 = 3_600_000.0;
+
 /// A TOML file as the simulator sees it: only the `[simulation]` table.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SimDocument {
@@ -296,20 +299,23 @@ impl SimulationConfig {
                         "missing: give contacts_per_hour or hourly_profile".to_owned(),
                     ));
                 }
-                (Some(v), None) if !(v.is_finite() && *v >= 0.0) => {
+                (Some(v), None) if !(v.is_finite() && *v >= 0.0 && *v <= MAX_CONTACTS_PER_HOUR) => {
                     return Err(err(
                         &table,
                         "contacts_per_hour",
-                        format!("must be ≥ 0, got {v}"),
+                        format!("must be 0–3,600,000 per hour, got {v}"),
                     ));
                 }
                 (None, Some(p))
-                    if p.is_empty() || p.iter().any(|v| !(v.is_finite() && *v >= 0.0)) =>
+                    if p.is_empty()
+                        || p.iter().any(|v| {
+                            !(v.is_finite() && *v >= 0.0 && *v <= MAX_CONTACTS_PER_HOUR)
+                        }) =>
                 {
                     return Err(err(
                         &table,
                         "hourly_profile",
-                        "must be a non-empty list of numbers ≥ 0".to_owned(),
+                        "must be a non-empty list of numbers 0–3,600,000 per hour".to_owned(),
                     ));
                 }
                 _ => {}

@@ -29,6 +29,9 @@ use crate::skill_expr::SkillExpr;
 
 const HOUR_MS: u64 = 3_600_000;
 
+/// The longest run [`Simulation::new`] accepts: a leap year of hours.
+pub const MAX_HOURS: f64 = 8784.0;
+
 /// Why a simulation could not start or went wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -39,8 +42,8 @@ pub enum SimError {
     /// A shift names an agent the routing configuration does not have.
     #[error("simulation.shifts: no such agent `{0}` in the routing configuration")]
     UnknownAgent(AgentId),
-    /// The simulated length is not a positive, finite number of hours.
-    #[error("the simulated length must be > 0 hours, got {0}")]
+    /// The simulated length is not a positive number of hours up to [`MAX_HOURS`].
+    #[error("the simulated length must be > 0 and at most 8784 hours, got {0}")]
     InvalidHours(f64),
     /// The routing configuration was refused by the engine.
     #[error("the engine refused the routing configuration: {0}")]
@@ -174,7 +177,7 @@ impl Simulation {
         hours: f64,
         seed: u64,
     ) -> Result<Self, SimError> {
-        if !(hours.is_finite() && hours > 0.0) {
+        if !(hours.is_finite() && hours > 0.0 && hours <= MAX_HOURS) {
             return Err(SimError::InvalidHours(hours));
         }
         let start = start_timestamp(&cfg);
@@ -281,9 +284,11 @@ impl Simulation {
             }
         } else {
             for (i, shift) in sim.cfg.shifts.clone().iter().enumerate() {
-                let at = start + (shift.start_hour * HOUR_MS as f64).round() as u64;
+                // Float-to-int casts saturate, and the sum saturates: a shift beyond the run
+                // simply never starts.
+                let at = start.saturating_add((shift.start_hour * HOUR_MS as f64).round() as u64);
                 sim.schedule(at, Event::ShiftStart(i));
-                let off = start + (shift.end_hour * HOUR_MS as f64).round() as u64;
+                let off = start.saturating_add((shift.end_hour * HOUR_MS as f64).round() as u64);
                 sim.schedule(off, Event::ShiftEnd(i));
             }
         }
@@ -355,6 +360,8 @@ impl Simulation {
         Ok(self.report())
     }
 
+    /// Queues `event` at `at`. Callers compute `at` with saturating additions, so extreme
+    /// configured durations push events past the end of the run instead of overflowing.
     fn schedule(&mut self, at: u64, event: Event) {
         self.seq += 1;
         self.heap.push(Reverse((at, self.seq, event)));
@@ -388,7 +395,7 @@ impl Simulation {
                 let exp = Exp::new(per_hour / HOUR_MS as f64).ok()?;
                 let dt = exp.sample(&mut self.rng);
                 if (t as f64 + dt) < boundary as f64 {
-                    return Some(t + dt.ceil().max(1.0) as u64);
+                    return Some(t.saturating_add(dt.ceil().max(1.0) as u64));
                 }
             }
             t = boundary;
@@ -459,7 +466,7 @@ impl Simulation {
                     && let Ok(exp) = Exp::new(1.0 / (p * 1000.0))
                 {
                     let wait = exp.sample(&mut self.rng).round().max(1.0) as u64;
-                    self.schedule(self.now + wait, Event::Patience(id));
+                    self.schedule(self.now.saturating_add(wait), Event::Patience(id));
                 }
             }
             Event::Patience(id) => {
@@ -576,7 +583,7 @@ impl Simulation {
                     lo
                 };
                 self.schedule(
-                    self.now + (delay * 1000.0).round() as u64,
+                    self.now.saturating_add((delay * 1000.0).round() as u64),
                     Event::Answer(offer),
                 );
             }
@@ -742,7 +749,7 @@ impl Simulation {
                 return Err(self.violation(what));
             }
         }
-        self.schedule(self.now + talk, Event::TalkEnd(id));
+        self.schedule(self.now.saturating_add(talk), Event::TalkEnd(id));
         Ok(())
     }
 
@@ -1120,5 +1127,42 @@ mod tests {
         );
         let occupancy = total.observed.occupancy().unwrap();
         assert!((occupancy - 0.8).abs() < 0.03, "occupancy {occupancy}");
+    }
+
+    #[test]
+    fn extreme_inputs_are_errors_or_harmless_never_panics() {
+        let (routing, cfg) = helpdesk();
+        for hours in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e9] {
+            assert!(matches!(
+                Simulation::new(routing.clone(), cfg.clone(), hours, 1),
+                Err(SimError::InvalidHours(_))
+            ));
+        }
+        let mut wild = cfg.clone();
+        wild.ring_delay_secs = [1e300, 1e300];
+        wild.shifts = vec![crate::sim::config::Shift {
+            agents: vec![AgentId::from("anna")],
+            start_hour: 0.0,
+            end_hour: 1e300,
+        }];
+        for t in wild.queues.values_mut() {
+            t.talk_time_secs = 1e300;
+            t.patience_secs = Some(1e-300);
+        }
+        let report = Simulation::new(routing.clone(), wild, 1.0, 1)
+            .unwrap()
+            .run()
+            .unwrap();
+        assert!(report.contacts > 0);
+        let mut unknown = cfg;
+        unknown.shifts = vec![crate::sim::config::Shift {
+            agents: vec![AgentId::from("nobody")],
+            start_hour: 0.0,
+            end_hour: 1.0,
+        }];
+        assert!(matches!(
+            Simulation::new(routing, unknown, 1.0, 1),
+            Err(SimError::UnknownAgent(_))
+        ));
     }
 }
