@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::b2bua::{B2bua, B2buaConfig};
 use crate::media::{MediaError, MediaRelay, RelayConfig};
+use crate::sip::auth::Algorithm;
 use crate::sip::registrar::RegistrarConfig;
 use crate::sip::transaction::{TimerConfig, TransportKind};
 use crate::transport::{self, Outbound, TransportError, tcp::TcpLimits};
@@ -133,7 +134,13 @@ pub async fn start(config: GatewayConfig, io: GatewayIo) -> Result<Gateway, Gate
             media_address,
             realm: config.realm.clone(),
             nonce_key: key.to_vec(),
-            registrar: RegistrarConfig::default(),
+            registrar: RegistrarConfig {
+                // Many desk phones (and SIPp) read only the first challenge and give up on an
+                // algorithm they lack, so MD5, which every phone speaks, goes first; phones
+                // that prefer SHA-256 still find it (RFC 8760 §2.4 leaves the order to us).
+                algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+                ..RegistrarConfig::default()
+            },
             timers: TimerConfig::default(),
             seed: u64::from_le_bytes(seed),
         },

@@ -580,13 +580,12 @@ impl<M: MediaPort> B2bua<M> {
                     },
                 );
                 match action {
-                    RegisterAction::Respond { status: 401, bytes } => {
-                        let bytes = md5_challenge_first(bytes);
-                        self.respond(now, tx, bytes);
-                    }
                     RegisterAction::Respond { bytes, .. } => self.respond(now, tx, bytes),
                     RegisterAction::Drop(why) => {
-                        tracing::info!(%source.addr, "REGISTER dropped: {why}");
+                        // The registrar skipped the hashing; the server transaction still needs
+                        // a final answer or it would stay forever (transaction.rs module docs).
+                        tracing::info!(%source.addr, "REGISTER refused: {why}");
+                        self.simple(now, tx, &req, source, 403, "Forbidden");
                     }
                 }
                 self.pump_registrar(now);
@@ -1491,42 +1490,4 @@ fn phone_address(contact: &Bytes, source: Peer) -> Peer {
         },
         _ => source,
     }
-}
-
-/// Puts the MD5 challenge before the SHA-256 one. RFC 8760 lets the server order challenges
-/// by preference, but many desk phones (and SIPp) read only the first WWW-Authenticate and
-/// give up on an algorithm they lack, so the one every phone speaks goes first; phones that
-/// prefer SHA-256 still find it.
-fn md5_challenge_first(response: Bytes) -> Bytes {
-    let text = response.as_ref();
-    let Some(head_end) = memchr::memmem::find(text, b"\r\n\r\n") else {
-        return response;
-    };
-    let head = &text[..head_end];
-    let lines: Vec<&[u8]> = head.split(|&c| c == b'\n').collect();
-    let is_challenge =
-        |l: &&[u8]| l.len() > 17 && l[..17].eq_ignore_ascii_case(b"WWW-Authenticate:");
-    let (mut md5, mut other): (Vec<&[u8]>, Vec<&[u8]>) =
-        lines.iter().copied().filter(is_challenge).partition(|l| {
-            memchr::memmem::find(&l.to_ascii_uppercase(), b"ALGORITHM=MD5").is_some()
-        });
-    if md5.is_empty() {
-        return response;
-    }
-    md5.append(&mut other);
-    let mut out = Vec::with_capacity(text.len());
-    let mut challenges = md5.into_iter();
-    for (i, l) in lines.iter().enumerate() {
-        let line = if is_challenge(l) {
-            challenges.next().unwrap_or(l)
-        } else {
-            l
-        };
-        if i > 0 {
-            out.push(b'\n');
-        }
-        out.extend_from_slice(line);
-    }
-    out.extend_from_slice(&text[head_end..]);
-    Bytes::from(out)
 }
