@@ -154,7 +154,9 @@ fn main() {
 
     g711_table_vs_arithmetic();
 
+    let rss_start = rss_kib();
     let lib = PromptLibrary::builtin().expect("built-in prompts decode");
+    let rss_prompts = rss_kib();
     let music = lib.get("de", "hold_music").expect("hold music").clone();
     let mut bridged: Vec<BridgedCall> = (0..calls)
         .map(|i| BridgedCall {
@@ -187,6 +189,7 @@ fn main() {
         })
         .collect();
 
+    let rss_calls = rss_kib();
     let mut tick_hist = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).unwrap();
     let mut bridged_hist = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).unwrap();
     let mut queued_hist = Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).unwrap();
@@ -240,6 +243,7 @@ fn main() {
         }
     }
     let wall = run_start.elapsed();
+    let rss_end = rss_kib();
 
     let mut recorded_bytes = 0;
     let mut call_mos = 0.0;
@@ -273,6 +277,14 @@ fn main() {
         call_frames as f64 / busy.as_secs_f64(),
         call_frames as f64 / busy.as_secs_f64() / 50.0
     );
+    println!(
+        "  memory: built-in prompts {} KiB RSS; {} calls' state {} KiB RSS after setup, {} KiB after the run ({:.1} KiB per call incl. the recorder's write buffer)",
+        rss_prompts.saturating_sub(rss_start),
+        calls + queued,
+        rss_calls.saturating_sub(rss_prompts),
+        rss_end.saturating_sub(rss_prompts),
+        rss_end.saturating_sub(rss_prompts) as f64 / (calls + queued).max(1) as f64
+    );
     let pr = |name: &str, h: &Histogram<u64>, unit: &str, div: f64| {
         println!(
             "  {name}: mean {:.2} p50 {:.2} p99 {:.2} p999 {:.2} max {:.2} {unit}",
@@ -295,6 +307,19 @@ fn main() {
         recorded_bytes as f64 / 1e6,
         call_mos
     );
+}
+
+/// Resident set size of this process in KiB, from /proc (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn g711_table_vs_arithmetic() {
