@@ -166,7 +166,9 @@ pub struct EModelInput {
 }
 
 impl EModelInput {
-    /// G.711 with concealment, random loss.
+    /// G.711 with concealment, random loss. Assumes the listening side conceals losses (most
+    /// SIP phones do; zentrale's own jitter buffer only repeats and fades, closer to
+    /// [`CodecImpairment::G711`]) — pick the codec explicitly when that matters.
     pub fn g711(one_way_delay_ms: f64, loss_percent: f64, jitter_ms: f64) -> EModelInput {
         EModelInput {
             codec: CodecImpairment::G711_PLC,
