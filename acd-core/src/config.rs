@@ -552,3 +552,133 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[settings]
+max_no_answer = 2
+[skills.german]
+[skills.billing]
+[business_hours.office]
+time_zone = "Europe/Berlin"
+weekly = { mon = ["08:00-18:00"] }
+holidays = ["2026-12-25"]
+[queues.support]
+strategy = "best_skill_match"
+skills = "german >= 2 && billing"
+hours = "office"
+closed_action = "voicemail"
+escalation = [ { after_s = 60, action = { relax_proficiency = 1 } },
+               { after_s = 300, action = { overflow_queue = "overflow" } } ]
+[queues.overflow]
+full_action = { number = "+4930123456" }
+[agents.alice]
+skills = { german = 3, billing = 2 }
+queues = ["support", { queue = "overflow", order = 2 }]
+capacity = { chat = 2, voice_exclusive = false }
+[simulation]
+hours = 8
+anything = "the engine ignores this table"
+"#;
+
+    #[test]
+    fn a_full_config_parses_and_validates() {
+        let c = RoutingConfig::load(GOOD, "routing.toml").expect("valid");
+        let q = &c.queues[&QueueId::from("support")];
+        assert_eq!(q.strategy, Strategy::BestSkillMatch);
+        assert_eq!(q.escalation.len(), 2);
+        assert_eq!(
+            q.escalation[1].action,
+            EscalationAction::OverflowQueue("overflow".into())
+        );
+        let a = &c.agents[&AgentId::from("alice")];
+        assert_eq!(a.queues[1].order, 2);
+        assert_eq!(
+            (
+                a.capacity.voice,
+                a.capacity.chat,
+                a.capacity.voice_exclusive
+            ),
+            (1, 2, false)
+        );
+        assert!(c.simulation.is_some());
+        assert_eq!(
+            c.queues[&QueueId::from("overflow")].full_action,
+            Disposition::Number("+4930123456".into())
+        );
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let text = "[queues.support]\nstrategy = \"longest_idle\"\nwrapup_s = 10\n";
+        let err = RoutingConfig::from_toml_str(text, "routing.toml").expect_err("typo");
+        let ConfigError::Parse {
+            file,
+            line,
+            message,
+            ..
+        } = &err
+        else {
+            panic!("expected a parse error, got {err:?}")
+        };
+        assert_eq!((file.as_str(), *line), ("routing.toml", 3));
+        assert!(message.contains("wrapup_s"), "{message}");
+        assert!(err.to_string().starts_with("routing.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let text = "[skills.a]\n[queues.q]\nstrategy = \"fastest\"\n";
+        let err = RoutingConfig::from_toml_str(text, "r.toml").expect_err("bad strategy");
+        assert!(matches!(err, ConfigError::Parse { line: 3, .. }), "{err}");
+        let text = "[skills.a]\n[queues.q]\nskills = \"a >= \"\n";
+        let err = RoutingConfig::from_toml_str(text, "r.toml").expect_err("bad expression");
+        assert!(matches!(err, ConfigError::Parse { line: 3, .. }), "{err}");
+    }
+
+    #[test]
+    fn cross_references_are_checked() {
+        let cases = [
+            ("[queues.q]\nskills = \"klingon\"\n", "queues.q.skills"),
+            ("[queues.q]\nhours = \"nope\"\n", "queues.q.hours"),
+            (
+                "[queues.q]\nfull_action = { queue = \"nope\" }\n",
+                "queues.q.full_action",
+            ),
+            (
+                "[queues.q]\nescalation = [ { after_s = 1, action = { overflow_queue = \"q\" } } ]\n",
+                "queues.q.escalation[0].action",
+            ),
+            (
+                "[queues.q]\n[agents.a]\nqueues = [\"q\", \"x\"]\n",
+                "agents.a.queues",
+            ),
+            (
+                "[skills.s]\n[agents.a]\nskills = { s = 6 }\n",
+                "agents.a.skills.s",
+            ),
+            (
+                "[business_hours.b]\ntime_zone = \"Nowhere/City\"\n",
+                "business_hours.b",
+            ),
+        ];
+        for (text, field) in cases {
+            let c = RoutingConfig::from_toml_str(text, "r.toml").expect("syntactically fine");
+            match c.validate() {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: expected Invalid at {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn serde_round_trip_through_toml() {
+        let c = RoutingConfig::load(GOOD, "routing.toml").expect("valid");
+        let text = toml::to_string(&c).expect("serialisable");
+        let again = RoutingConfig::load(&text, "again.toml").expect("re-parses");
+        assert_eq!(c, again);
+    }
+}

@@ -16,10 +16,15 @@
 //! - [`hours`] — business hours and holidays in an IANA time zone.
 //! - [`io`] — inputs ([`Input`], [`NewContact`]) and outputs ([`Action`],
 //!   [`QueueLogEvent`], [`AgentState`]).
-//! - [`engine`] — [`Engine`]: the state machine itself.
+//! - [`engine`] — [`Engine`]: the state machine itself (internal tables in `engine/state.rs`,
+//!   getters in `engine/query.rs`, live reconfiguration in `engine/reconfig.rs`, behaviour
+//!   tests and property tests next to them).
 //! - [`stats`] — real-time queue and agent statistics, EWT, and the 15-minute
 //!   [`stats::IntervalAggregator`] that recomputes reports from the queue log.
 //! - [`error`] — [`EngineError`].
+//! - [`erlang`] — Erlang C / Erlang A staffing formulas.
+//! - [`sim`] — the discrete-event what-if simulator that drives the engine
+//!   (`zentrale simulate`).
 //!
 //! # Design
 //!
@@ -35,6 +40,18 @@
 //! time, sequence) and an ordered index of its available members keyed by its strategy
 //! (idle-since, order, random key…). A contact arriving looks at its queue's agent index;
 //! an agent becoming free looks at the heads of its own queues' waiting lists.
+//!
+//! Each input marks the agents and contacts it changed as dirty; before returning, the
+//! engine settles: dirty agents first (a freed agent takes the best waiting contact of its
+//! queues, so a contact that just re-entered cannot overtake earlier ones), then dirty
+//! contacts (they look for agents still free). Every change that can make an agent and a
+//! contact matchable marks one of them dirty, which is why no contact is left waiting while
+//! an eligible agent is available — the property tests check exactly that after every step.
+//!
+//! Rules worth knowing: a contact whose offer fails goes back to its place (same key); a
+//! contact transferred by an agent is not offered back to that agent while the agent is
+//! still in wrap-up for it; deadlines live in a heap with lazy deletion (each is checked
+//! against current state when it fires).
 #![forbid(unsafe_code)]
 
 pub mod config;

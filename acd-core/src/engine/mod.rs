@@ -1,7 +1,7 @@
 //! The routing engine: queues, agents, offers and timers as one sans-IO state machine.
 //!
 //! Every input mutates state and marks the contacts and agents it touched as *dirty*;
-//! before returning, [`Engine::settle`] routes each dirty contact (looking for an agent in
+//! before returning, `Engine::settle` routes each dirty contact (looking for an agent in
 //! its queues' available-agent indexes) and each dirty agent (looking at the heads of its
 //! queues' waiting lists) until nothing is left to match. Because every change that can
 //! make a pair matchable marks one side dirty, no contact is left waiting while an
