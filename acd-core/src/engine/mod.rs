@@ -908,6 +908,11 @@ impl Engine {
     }
 
     fn cancel_agent_offers(&mut self, now: Timestamp, a: u32, reason: CancelReason) {
+        // The scan below walks every ringing offer; most agents logging out ring nothing,
+        // so skip it then (a shift change logs out thousands of agents at once).
+        if self.a(a).ringing == 0 {
+            return;
+        }
         let mut ringing: Vec<OfferId> = self
             .offers
             .iter()
