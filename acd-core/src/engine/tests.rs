@@ -813,3 +813,36 @@ fn unknown_ids_are_errors_not_panics() {
     ));
     assert!(h.drain().is_empty());
 }
+
+#[test]
+fn inputs_and_actions_are_plain_serialisable_data() {
+    // Replaying the same inputs as JSON gives the same actions (what a cluster node would do).
+    let inputs = vec![
+        Input::AgentLogin {
+            agent: "alice".into(),
+        },
+        Input::NewContact(NewContact::new(
+            ContactId::from_u128(1),
+            "support".into(),
+            Channel::Voice,
+        )),
+        Input::Timeout,
+    ];
+    let json = serde_json::to_string(&inputs).unwrap();
+    let replayed: Vec<Input> = serde_json::from_str(&json).unwrap();
+    assert_eq!(inputs, replayed);
+    let run = |inputs: Vec<Input>| {
+        let mut h = Harness::new(TWO_AGENTS);
+        for i in inputs {
+            h.engine.handle_input(h.now, i).unwrap();
+            h.drain();
+        }
+        h.log
+    };
+    let actions = run(inputs);
+    assert_eq!(actions, run(replayed));
+    let text = serde_json::to_string(&actions).unwrap();
+    let back: Vec<Action> = serde_json::from_str(&text).unwrap();
+    assert_eq!(actions, back);
+    assert!(text.contains("\"action\":\"offer\""), "{text}");
+}
