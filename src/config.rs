@@ -203,7 +203,7 @@ impl Config {
     /// Checks what the types alone cannot.
     fn validate(&self) -> anyhow::Result<()> {
         let rtp = &self.rtp;
-        if rtp.port_min % 2 != 0 {
+        if !rtp.port_min.is_multiple_of(2) {
             anyhow::bail!("rtp.port_min must be even (RTP on even ports, RTCP on the next)");
         }
         if rtp.port_min >= rtp.port_max {

@@ -62,10 +62,10 @@ impl RoutingHost {
 
     /// Applies `config` to the tenant's engine, starting the engine if it is not running.
     pub async fn apply(&mut self, tenant: TenantId, config: Arc<RoutingConfig>) {
-        if let Some(tx) = self.tenants.get(&tenant) {
-            if tx.send(Command::Apply(config.clone())).await.is_ok() {
-                return;
-            }
+        if let Some(tx) = self.tenants.get(&tenant)
+            && tx.send(Command::Apply(config.clone())).await.is_ok()
+        {
+            return;
         }
         match Engine::new((*config).clone(), seed_for(tenant)) {
             Ok(engine) => {
@@ -150,10 +150,10 @@ async fn drain(
         // Nobody listening (no SIP side yet) is not an error.
         let _ = actions.send((tenant, action));
     }
-    if !log.is_empty() {
-        if let Err(e) = store.append_queue_log(&log).await {
-            tracing::error!(%tenant, rows = log.len(), "cannot persist queue-log rows: {e}");
-        }
+    if !log.is_empty()
+        && let Err(e) = store.append_queue_log(&log).await
+    {
+        tracing::error!(%tenant, rows = log.len(), "cannot persist queue-log rows: {e}");
     }
 }
 

@@ -33,10 +33,11 @@ fn exchange(sock: &UdpSocket, to: SocketAddr, bytes: &[u8], wait: Duration) -> V
         match sock.recv_from(&mut buf) {
             Ok((n, _)) => {
                 let text = &buf[..n];
-                if text.starts_with(b"SIP/2.0 ") && n >= 11 {
-                    if let Ok(code) = std::str::from_utf8(&text[8..11]).unwrap_or("0").parse() {
-                        codes.push(code);
-                    }
+                if text.starts_with(b"SIP/2.0 ")
+                    && n >= 11
+                    && let Ok(code) = std::str::from_utf8(&text[8..11]).unwrap_or("0").parse()
+                {
+                    codes.push(code);
                 }
             }
             Err(_) => break,
