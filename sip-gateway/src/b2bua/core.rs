@@ -1491,3 +1491,398 @@ fn phone_address(contact: &Bytes, source: Peer) -> Peer {
         _ => source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::HashMap;
+
+    use acd_core::{Timestamp, ids::OfferId};
+
+    use super::*;
+    use crate::b2bua::model::{AgentSip, SipSecret, TenantModel};
+    use crate::media::PortPair;
+    use crate::sip::auth::{ClientCredentials, answer_challenge};
+
+    #[derive(Default)]
+    struct FakeMedia {
+        next: u64,
+        live: Vec<MediaSessionId>,
+        updated: Vec<(MediaSessionId, Leg, Option<SocketAddr>)>,
+    }
+
+    impl MediaPort for FakeMedia {
+        fn add_call(&mut self, _a: LegSetup, _b: LegSetup) -> Result<CallMedia, MediaError> {
+            self.next += 1;
+            let id = MediaSessionId(self.next);
+            self.live.push(id);
+            Ok(CallMedia {
+                id,
+                address: "127.0.0.1".parse().unwrap(),
+                leg_a: PortPair { rtp: 30000 },
+                leg_b: PortPair { rtp: 30002 },
+            })
+        }
+        fn update_leg(&mut self, id: MediaSessionId, leg: Leg, setup: LegSetup) {
+            self.updated.push((id, leg, setup.peer));
+        }
+        fn remove_call(&mut self, id: MediaSessionId) {
+            self.live.retain(|x| *x != id);
+        }
+    }
+
+    const TENANT: Uuid = Uuid::from_u128(0x7e);
+    const CARRIER: &str = "127.0.0.1:5070";
+    const PHONE: &str = "127.0.0.1:5090";
+
+    struct Harness {
+        core: B2bua<FakeMedia>,
+        base: Instant,
+        ms: u64,
+    }
+
+    fn peer(a: &str) -> Peer {
+        Peer {
+            addr: a.parse().unwrap(),
+            transport: TransportKind::Udp,
+        }
+    }
+
+    fn sdp(port: u16) -> String {
+        format!(
+            "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+        )
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let config = B2buaConfig {
+                sip_address: "127.0.0.1:5060".parse().unwrap(),
+                media_address: "127.0.0.1".parse().unwrap(),
+                realm: "zentrale".into(),
+                nonce_key: b"test key".to_vec(),
+                registrar: RegistrarConfig::default(),
+                timers: TimerConfig::default(),
+                seed: 7,
+            };
+            let mut core = B2bua::new(config, FakeMedia::default());
+            core.set_model(&Arc::new(GatewayModel {
+                tenants: vec![TenantModel {
+                    tenant: TENANT,
+                    dids: HashMap::from([("100".to_owned(), QueueId::new("support"))]),
+                    agents: vec![AgentSip {
+                        agent: AgentId::new("1001"),
+                        extension: "1001".into(),
+                        secret: SipSecret::new("pw1001"),
+                    }],
+                }],
+            }));
+            Harness {
+                core,
+                base: Instant::now(),
+                ms: 0,
+            }
+        }
+
+        fn now(&self) -> Now {
+            Now {
+                mono: self.base + Duration::from_millis(self.ms),
+                wall_ms: 1_800_000_000_000 + self.ms,
+            }
+        }
+
+        fn send(&mut self, from: &str, text: &str) -> Vec<(SocketAddr, Message)> {
+            self.ms += 10;
+            let now = self.now();
+            self.core.handle_datagram(
+                now,
+                Bytes::from(text.replace("\r\n", "\n").replace('\n', "\r\n")),
+                peer(from),
+            );
+            self.out()
+        }
+
+        fn out(&mut self) -> Vec<(SocketAddr, Message)> {
+            let mut v = Vec::new();
+            while let Some(t) = self.core.poll_transmit() {
+                v.push((
+                    t.peer.addr,
+                    Message::parse_datagram(t.bytes, &Limits::default()).unwrap(),
+                ));
+            }
+            v
+        }
+
+        fn routing(&mut self) -> Vec<Input> {
+            std::iter::from_fn(|| self.core.poll_routing())
+                .map(|(t, i)| {
+                    assert_eq!(t, TENANT);
+                    i
+                })
+                .collect()
+        }
+
+        fn register(&mut self) {
+            let req = |auth: Option<&str>| {
+                let mut s = format!(
+                    "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKr{};rport\nMax-Forwards: 70\nFrom: <sip:1001@127.0.0.1>;tag=r\nTo: <sip:1001@127.0.0.1>\nCall-ID: reg@phone\nCSeq: {} REGISTER\nContact: <sip:1001@{PHONE}>\nExpires: 600\n",
+                    auth.map_or(1, |_| 2),
+                    auth.map_or(1, |_| 2)
+                );
+                if let Some(a) = auth {
+                    s.push_str(&format!("Authorization: {a}\n"));
+                }
+                s.push_str("Content-Length: 0\n\n");
+                s
+            };
+            let out = self.send(PHONE, &req(None));
+            let challenge = out[0]
+                .1
+                .headers_named(&HeaderName::WwwAuthenticate)
+                .next()
+                .unwrap()
+                .clone();
+            let auth = answer_challenge(
+                &challenge,
+                &ClientCredentials {
+                    username: "1001",
+                    password: "pw1001",
+                },
+                "REGISTER",
+                "sip:127.0.0.1",
+                "c1",
+                1,
+            )
+            .unwrap();
+            let out = self.send(PHONE, &req(Some(&auth)));
+            assert_eq!(out[0].1.status(), Some(200));
+        }
+
+        fn invite(&mut self, branch: &str) -> (Vec<(SocketAddr, Message)>, ContactId) {
+            let body = sdp(40000);
+            let out = self.send(
+                CARRIER,
+                &format!(
+                    "INVITE sip:100@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {CARRIER};branch={branch}\nMax-Forwards: 70\nFrom: <sip:+4930111@carrier>;tag=c\nTo: <sip:100@127.0.0.1>\nCall-ID: {branch}@carrier\nCSeq: 1 INVITE\nContact: <sip:c@{CARRIER}>\nContent-Type: application/sdp\nContent-Length: {}\n\n{body}",
+                    body.len()
+                ),
+            );
+            let contact = self
+                .routing()
+                .into_iter()
+                .find_map(|i| match i {
+                    Input::NewContact(n) => Some(n.id),
+                    _ => None,
+                })
+                .unwrap();
+            (out, contact)
+        }
+
+        fn offer(&mut self, contact: ContactId, offer: u128) -> Vec<(SocketAddr, Message)> {
+            self.ms += 10;
+            let now = self.now();
+            self.core.handle_action(
+                now,
+                TENANT,
+                Action::Offer {
+                    offer: OfferId(Uuid::from_u128(offer)),
+                    contact,
+                    agent: AgentId::new("1001"),
+                    queue: QueueId::new("support"),
+                    channel: Channel::Voice,
+                    expires_at: Timestamp(now.wall_ms + 20_000),
+                },
+            );
+            self.out()
+        }
+    }
+
+    fn statuses(out: &[(SocketAddr, Message)]) -> Vec<u16> {
+        out.iter().filter_map(|(_, m)| m.status()).collect()
+    }
+
+    fn reply(to: &Message, code: &str, body: &str) -> String {
+        let mut s = format!("SIP/2.0 {code}\n");
+        for v in to.headers_named(&HeaderName::Via) {
+            s.push_str(&format!("Via: {}\n", String::from_utf8_lossy(v)));
+        }
+        for (name, hn) in [
+            ("From", HeaderName::From),
+            ("Call-ID", HeaderName::CallId),
+            ("CSeq", HeaderName::CSeq),
+        ] {
+            let v = to.headers_named(&hn).next().unwrap();
+            s.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(v)));
+        }
+        let t = to.headers_named(&HeaderName::To).next().unwrap();
+        s.push_str(&format!(
+            "To: {};tag=ph\nContact: <sip:1001@{PHONE}>\n",
+            String::from_utf8_lossy(t)
+        ));
+        if body.is_empty() {
+            s.push_str("Content-Length: 0\n\n");
+        } else {
+            s.push_str(&format!(
+                "Content-Type: application/sdp\nContent-Length: {}\n\n{body}",
+                body.len()
+            ));
+        }
+        s
+    }
+
+    #[test]
+    fn queued_call_rings_the_agent_and_is_bridged_when_the_phone_answers() {
+        let mut h = Harness::new();
+        h.register();
+        let login = h.routing();
+        assert!(matches!(login[0], Input::AgentLogin { .. }));
+        assert!(matches!(login[1], Input::AgentReady { .. }));
+
+        let (out, contact) = h.invite("z9hG4bKcall1");
+        assert_eq!(statuses(&out), vec![100, 180]);
+        assert_eq!(h.core.active_calls(), 1);
+
+        let out = h.offer(contact, 1);
+        assert_eq!(out.len(), 1);
+        let (to, invite) = &out[0];
+        assert_eq!(to.to_string(), PHONE);
+        assert_eq!(invite.method(), Some(&Method::Invite));
+        // The agent is offered our relay's leg-B port with the caller's codec only.
+        let offered = String::from_utf8_lossy(invite.body()).into_owned();
+        assert!(offered.contains("m=audio 30002 RTP/AVP 0"), "{offered}");
+
+        let out = h.send(PHONE, &reply(invite, "200 OK", &sdp(50000)));
+        let acked = out
+            .iter()
+            .any(|(a, m)| a.to_string() == PHONE && m.method() == Some(&Method::Ack));
+        assert!(acked, "the agent's 2xx is acknowledged");
+        let to_caller = out
+            .iter()
+            .find(|(a, m)| a.to_string() == CARRIER && m.status() == Some(200))
+            .unwrap();
+        assert!(String::from_utf8_lossy(to_caller.1.body()).contains("m=audio 30000"));
+        assert!(matches!(h.routing()[..], [Input::OfferAccepted { .. }]));
+        let (_, leg, dest) = h.core.media.updated[0];
+        assert_eq!(
+            (leg, dest),
+            (Leg::B, Some("127.0.0.1:50000".parse().unwrap()))
+        );
+
+        let out = h.send(
+            CARRIER,
+            "BYE sip:zentrale@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye1\nMax-Forwards: 70\nFrom: <sip:+4930111@carrier>;tag=c\nTo: <sip:100@127.0.0.1>;tag=x\nCall-ID: z9hG4bKcall1@carrier\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+        );
+        assert!(
+            out.iter()
+                .any(|(a, m)| a.to_string() == CARRIER && m.status() == Some(200))
+        );
+        assert!(
+            out.iter()
+                .any(|(a, m)| a.to_string() == PHONE && m.method() == Some(&Method::Bye))
+        );
+        assert!(matches!(h.routing()[..], [Input::ContactEnded { contact: c }] if c == contact));
+        let cdrs: Vec<CdrRow> = std::iter::from_fn(|| h.core.poll_cdr()).collect();
+        assert_eq!(cdrs.len(), 2);
+        assert!(
+            cdrs.iter()
+                .all(|c| c.result == "answered" && c.agent.as_deref() == Some("1001"))
+        );
+        assert_eq!(h.core.active_calls(), 0);
+        assert!(h.core.media.live.is_empty(), "media released");
+    }
+
+    #[test]
+    fn cancel_while_queued_is_an_abandon() {
+        let mut h = Harness::new();
+        let (_, contact) = h.invite("z9hG4bKcall2");
+        let out = h.send(
+            CARRIER,
+            "CANCEL sip:100@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKcall2\nMax-Forwards: 70\nFrom: <sip:+4930111@carrier>;tag=c\nTo: <sip:100@127.0.0.1>\nCall-ID: z9hG4bKcall2@carrier\nCSeq: 1 CANCEL\nContent-Length: 0\n\n",
+        );
+        assert_eq!(statuses(&out), vec![200, 487]);
+        assert!(
+            matches!(h.routing()[..], [Input::ContactAbandoned { contact: c }] if c == contact)
+        );
+        let cdr = h.core.poll_cdr().unwrap();
+        assert_eq!(cdr.result, "abandoned");
+        assert!(h.core.media.live.is_empty());
+    }
+
+    #[test]
+    fn busy_phone_returns_the_offer_as_busy_and_the_caller_keeps_waiting() {
+        let mut h = Harness::new();
+        h.register();
+        h.routing();
+        let (_, contact) = h.invite("z9hG4bKcall3");
+        let out = h.offer(contact, 2);
+        let invite = out[0].1.clone();
+        let out = h.send(PHONE, &reply(&invite, "486 Busy Here", ""));
+        assert!(
+            out.iter().any(|(_, m)| m.method() == Some(&Method::Ack)),
+            "non-2xx ACKed"
+        );
+        assert!(matches!(
+            h.routing()[..],
+            [Input::OfferRejected {
+                kind: RejectKind::Busy,
+                ..
+            }]
+        ));
+        assert_eq!(h.core.active_calls(), 1, "the call stays queued");
+    }
+
+    #[test]
+    fn offer_to_an_agent_without_phone_fails_at_once() {
+        let mut h = Harness::new();
+        let (_, contact) = h.invite("z9hG4bKcall4");
+        assert!(h.offer(contact, 3).is_empty());
+        assert!(matches!(
+            h.routing()[..],
+            [Input::OfferRejected {
+                kind: RejectKind::Failed,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn unknown_number_garbage_and_shutdown_get_the_right_answers() {
+        let mut h = Harness::new();
+        let out = h.send(
+            CARRIER,
+            "INVITE sip:999@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKnum\nMax-Forwards: 70\nFrom: <sip:a@b>;tag=c\nTo: <sip:999@127.0.0.1>\nCall-ID: num@carrier\nCSeq: 1 INVITE\nContent-Length: 0\n\n",
+        );
+        assert_eq!(statuses(&out), vec![100, 404]);
+        for junk in [
+            &b"\x00\xff garbage"[..],
+            b"SIP/2.0",
+            b"\r\n\r\n",
+            b"INVITE x",
+        ] {
+            h.ms += 1;
+            let now = h.now();
+            h.core
+                .handle_datagram(now, Bytes::copy_from_slice(junk), peer(CARRIER));
+        }
+        assert!(h.out().is_empty(), "garbage is dropped silently");
+        assert!(h.core.counters().unparseable >= 3);
+        let out = h.send(
+            CARRIER,
+            "OPTIONS sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKopt\nMax-Forwards: 70\nFrom: <sip:a@b>;tag=c\nTo: <sip:127.0.0.1>\nCall-ID: opt@carrier\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n",
+        );
+        assert_eq!(statuses(&out), vec![200]);
+        h.core.stop_accepting();
+        let (out, _) = {
+            let out = h.send(
+                CARRIER,
+                &format!(
+                    "INVITE sip:100@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKlate\nMax-Forwards: 70\nFrom: <sip:a@b>;tag=c\nTo: <sip:100@127.0.0.1>\nCall-ID: late@carrier\nCSeq: 1 INVITE\nContent-Type: application/sdp\nContent-Length: {}\n\n{}",
+                    sdp(4000).len(),
+                    sdp(4000)
+                ),
+            );
+            (out, ())
+        };
+        assert_eq!(statuses(&out), vec![100, 503]);
+    }
+}
