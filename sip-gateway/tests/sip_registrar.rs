@@ -451,3 +451,50 @@ fn unknown_auth_scheme_and_wrong_user_are_refused() {
     );
     assert_eq!(f.at(0, req, p).0, 403);
 }
+
+#[test]
+fn keepalives_are_due_per_binding_source_when_configured() {
+    let mut f = Fixture::new();
+    f.reg = Registrar::new(
+        RegistrarConfig {
+            keepalive_interval: Some(Duration::from_secs(25)),
+            ..RegistrarConfig::default()
+        },
+        DigestServer::new("zentrale", b"registrar test key", 300),
+    );
+    let p = phone("203.0.113.40");
+    assert_eq!(
+        f.login(
+            0,
+            "1001",
+            "demo1001",
+            "<sip:1001@192.168.0.5>",
+            120,
+            1,
+            p,
+            1
+        )
+        .0,
+        200
+    );
+    assert_eq!(f.reg.poll_timeout(), Some(f.t0 + Duration::from_secs(25)));
+    f.reg.handle_timeout(f.t0 + Duration::from_secs(24));
+    assert_eq!(f.reg.poll_keepalive(), None);
+    f.reg.handle_timeout(f.t0 + Duration::from_secs(25));
+    assert_eq!(f.reg.poll_keepalive(), Some(p));
+    assert_eq!(f.reg.poll_keepalive(), None);
+    assert_eq!(f.reg.poll_timeout(), Some(f.t0 + Duration::from_secs(50)));
+    // After expiry no more keep-alives: the binding is gone.
+    f.reg.handle_timeout(f.t0 + Duration::from_secs(121));
+    while f.reg.poll_keepalive().is_some() {}
+    assert_eq!(f.reg.poll_timeout(), None);
+    // The ping is what the parser treats as a keep-alive.
+    assert_eq!(
+        Message::parse_datagram(
+            Bytes::from_static(sip_gateway::sip::registrar::KEEPALIVE_PING),
+            &Limits::default()
+        )
+        .unwrap_err(),
+        sip_gateway::sip::ParseError::Empty
+    );
+}

@@ -42,7 +42,16 @@ pub struct RegistrarConfig {
     /// Digest algorithms offered, one challenge each, in this order (RFC 8760 §2.4: clients
     /// take the first they support; some simply take the first).
     pub algorithms: Vec<Algorithm>,
+    /// When set, every binding asks for a keep-alive to its source this often, so the NAT
+    /// binding in front of a phone stays open (drain them with [`Registrar::poll_keepalive`]
+    /// and send [`KEEPALIVE_PING`]). Off by default.
+    pub keepalive_interval: Option<Duration>,
 }
+
+/// The keep-alive payload: an empty line pair, which SIP parsers skip (RFC 5626 §3.5.1 uses
+/// it on streams; on UDP it still refreshes the NAT mapping) and ours reports as
+/// [`super::message::ParseError::Empty`].
+pub const KEEPALIVE_PING: &[u8] = b"\r\n\r\n";
 
 impl Default for RegistrarConfig {
     fn default() -> Self {
@@ -54,6 +63,7 @@ impl Default for RegistrarConfig {
             max_auth_failures: 5,
             failure_window: Duration::from_secs(60),
             algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            keepalive_interval: None,
         }
     }
 }
@@ -71,6 +81,8 @@ pub struct Binding {
     pub call_id: Bytes,
     /// CSeq of the registering REGISTER.
     pub cseq: u32,
+    /// When the next NAT keep-alive to `source` is due (with keep-alives configured).
+    pub next_keepalive: Option<Instant>,
 }
 
 /// Changes the B2BUA and acd-core want to know about (a phone coming and going).
@@ -127,6 +139,7 @@ pub struct Registrar {
     bindings: HashMap<String, Vec<Binding>>,
     failures: HashMap<IpAddr, Failures>,
     events: VecDeque<RegistrarEvent>,
+    keepalives: VecDeque<Peer>,
     to_tag: Bytes,
 }
 
@@ -139,6 +152,7 @@ impl Registrar {
             bindings: HashMap::new(),
             failures: HashMap::new(),
             events: VecDeque::new(),
+            keepalives: VecDeque::new(),
             to_tag: Bytes::from_static(b"zreg"),
         }
     }
@@ -162,13 +176,31 @@ impl Registrar {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.bindings
             .values()
-            .flat_map(|v| v.iter().map(|b| b.expires_at))
+            .flat_map(|v| {
+                v.iter()
+                    .flat_map(|b| [Some(b.expires_at), b.next_keepalive])
+            })
+            .flatten()
             .min()
+    }
+
+    /// Next source to send a [`KEEPALIVE_PING`] to (queued by [`Self::handle_timeout`]).
+    #[must_use]
+    pub fn poll_keepalive(&mut self) -> Option<Peer> {
+        self.keepalives.pop_front()
     }
 
     /// Removes lapsed bindings and forgets old failure counts.
     pub fn handle_timeout(&mut self, now: Instant) {
         let events = &mut self.events;
+        if let Some(every) = self.config.keepalive_interval {
+            for b in self.bindings.values_mut().flatten() {
+                if b.next_keepalive.is_some_and(|t| t <= now) && b.expires_at > now {
+                    self.keepalives.push_back(b.source);
+                    b.next_keepalive = Some(now + every);
+                }
+            }
+        }
         self.bindings.retain(|aor, list| {
             list.retain(|b| {
                 let alive = b.expires_at > now;
@@ -387,6 +419,7 @@ impl Registrar {
                         source,
                         call_id: call_id.clone(),
                         cseq: cseq.seq,
+                        next_keepalive: self.config.keepalive_interval.map(|i| now + i),
                     };
                     match pos {
                         Some(p) => list[p] = b,
