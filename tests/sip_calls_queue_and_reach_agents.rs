@@ -1,4 +1,4 @@
-//! End to end: two SIP desk phones (SIPp) register the demo agents 1001 and 1002 with digest;
+//! End to end: a carrier probes with OPTIONS (200); two SIP desk phones (SIPp) register the demo agents 1001 and 1002 with digest;
 //! a carrier (SIPp) places 200 calls to the demo queue, more at once than there are agents, so
 //! calls wait in the queue and are answered one after another. Zero failed calls, and the
 //! queue log shows every call connected.
@@ -13,6 +13,16 @@ use common::{Server, Sipp, agent_phone};
 #[test]
 fn two_hundred_queued_calls_are_all_answered_by_registered_agents() {
     let server = Server::start("calls", (40000, 40999));
+    // A carrier's health probes first: OPTIONS gets 200.
+    let port = common::free_udp_port().to_string();
+    Sipp::start(
+        &server.dir,
+        "options",
+        server.sip,
+        "options.xml",
+        &["-p", &port, "-m", "20", "-r", "20", "-timeout", "20"],
+    )
+    .expect_success(Duration::from_secs(30));
     server.set_support_queue(r#"{"strategy":"longest_idle","wrap_up_s":0}"#);
     let _a1 = agent_phone(&server, "1001", "agent_answer.xml", 1000);
     let _a2 = agent_phone(&server, "1002", "agent_answer.xml", 1000);

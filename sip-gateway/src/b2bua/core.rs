@@ -1276,6 +1276,12 @@ impl<M: MediaPort> B2bua<M> {
             return;
         }
         let winner = call.winner;
+        if let Some(LegRef::Branch(i)) = from
+            && winner != Some(i)
+        {
+            // A phone that lost the race hangs up its own (already cancelled) dialog only.
+            return;
+        }
         if from != Some(LegRef::Caller) {
             self.bye_caller(now, key);
         }
