@@ -165,6 +165,8 @@ pub struct Principal {
     /// Set for API keys: exactly these perms.
     pub scopes: Option<Vec<Perm>>,
     session_hash: Option<String>,
+    /// When the session ends (none for API keys).
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -316,6 +318,7 @@ impl PrincipalRow {
             release,
             scopes: None,
             session_hash,
+            expires_at: Some(self.expires_at),
         })
     }
 }
@@ -360,6 +363,7 @@ pub async fn principal_for_token(
                 release: None,
                 scopes: Some(r.scopes.0),
                 session_hash: None,
+                expires_at: None,
             })),
         };
     }
@@ -408,14 +412,26 @@ fn request_token(parts: &Parts) -> Option<String> {
     None
 }
 
+/// How long a resolved credential is trusted from memory before the database is asked again.
+/// Logout and API-key revocation drop cache entries at once; this only bounds how long other
+/// changes made directly in the database take to be seen.
+pub const PRINCIPAL_CACHE_TTL: Duration = Duration::seconds(10);
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = request_token(parts).ok_or(ApiError::Unauthenticated)?;
-        principal_for_token(state.store(), &token, state.now())
+        let hash = token_hash(&token);
+        let now = state.now();
+        if let Some(p) = state.cached_principal(&hash, now) {
+            return Ok(p);
+        }
+        let p = principal_for_token(state.store(), &token, now)
             .await?
-            .ok_or(ApiError::Unauthenticated)
+            .ok_or(ApiError::Unauthenticated)?;
+        state.cache_principal(hash, p.clone(), now + PRINCIPAL_CACHE_TTL);
+        Ok(p)
     }
 }
 
@@ -618,6 +634,7 @@ pub async fn login(
     responses((status = 204), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, who: Principal) -> Result<Response, ApiError> {
     if let Some(h) = &who.session_hash {
+        state.forget_principal(h);
         with_pool!(state.store(), |p| {
             sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
                 .bind(h)
@@ -1042,6 +1059,7 @@ pub async fn revoke_api_key(
     if n == 0 {
         return Err(ApiError::NotFound);
     }
+    state.forget_api_keys();
     state
         .audit(&who, "api_key", &id.as_text(), "revoke", None, None)
         .await?;
@@ -1177,6 +1195,7 @@ impl Principal {
             release: None,
             scopes: None,
             session_hash: None,
+            expires_at: None,
         }
     }
 }

@@ -28,6 +28,8 @@ struct Inner {
     routing: broadcast::Sender<RoutingUpdate>,
     secure_cookies: bool,
     dummy_hash: tokio::sync::OnceCell<String>,
+    /// token hash → (principal, trusted until)
+    principals: dashmap::DashMap<String, (Principal, DateTime<Utc>)>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -56,6 +58,7 @@ impl AppState {
                 routing,
                 secure_cookies: false,
                 dummy_hash: tokio::sync::OnceCell::new(),
+                principals: dashmap::DashMap::new(),
             }),
         }
     }
@@ -82,6 +85,35 @@ impl AppState {
     pub(crate) fn secure_cookies(&self) -> bool {
         self.inner.secure_cookies
     }
+    pub(crate) fn cached_principal(&self, hash: &str, now: DateTime<Utc>) -> Option<Principal> {
+        let hit = self.inner.principals.get(hash).and_then(|e| {
+            let (p, until) = e.value();
+            let session_valid = p.expires_at.is_none_or(|exp| exp > now);
+            (*until > now && session_valid).then(|| p.clone())
+        });
+        if hit.is_none() {
+            self.inner.principals.remove(hash);
+        }
+        hit
+    }
+
+    pub(crate) fn cache_principal(&self, hash: String, p: Principal, until: DateTime<Utc>) {
+        // Bounded: a flood of distinct valid tokens cannot exist (each needs a login), but
+        // stale entries of ended sessions are dropped wholesale rather than tracked.
+        if self.inner.principals.len() > 100_000 {
+            self.inner.principals.clear();
+        }
+        self.inner.principals.insert(hash, (p, until));
+    }
+
+    pub(crate) fn forget_principal(&self, hash: &str) {
+        self.inner.principals.remove(hash);
+    }
+
+    pub(crate) fn forget_api_keys(&self) {
+        self.inner.principals.retain(|_, (p, _)| p.scopes.is_none());
+    }
+
     /// A hash of no known password, at the store's cost, for logins of unknown users.
     pub(crate) async fn dummy_hash(&self) -> Result<String, StoreError> {
         self.inner
