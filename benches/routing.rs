@@ -37,6 +37,9 @@ const QUEUES: usize = 1_000;
 const SKILLS: usize = 200;
 /// Steady-state arrivals; `ZENTRALE_BENCH_ARRIVALS` overrides (e.g. a short run under perf).
 const STEADY_ARRIVALS: u64 = 2_000_000;
+/// Warm-up arrivals before the steady phase; `ZENTRALE_BENCH_WARMUP` overrides (runs under
+/// callgrind use 20,000: the 95 % busy level is reached after about 9,500).
+const WARMUP_ARRIVALS: u64 = 200_000;
 const STORM: u64 = 100_000;
 
 const STRATEGIES: [&str; 9] = [
@@ -270,6 +273,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(STEADY_ARRIVALS);
+    let warmup: u64 = std::env::var("ZENTRALE_BENCH_WARMUP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WARMUP_ARRIVALS);
+    // `ZENTRALE_BENCH_STEADY_ONLY=1` skips the storm phases (instruction counting under
+    // callgrind compares two steady runs of different length).
+    let steady_only = std::env::var_os("ZENTRALE_BENCH_STEADY_ONLY").is_some();
     let mut rng = SmallRng::seed_from_u64(42);
     let t = Instant::now();
     let toml = tenant_toml(&mut rng);
@@ -294,8 +304,8 @@ fn main() {
     let busy_target = AGENTS * 95 / 100;
     let mut next_id: u128 = 1;
     let wall = Instant::now();
-    for i in 0..(steady_arrivals + 200_000) {
-        let phase = if i < 200_000 { &mut warm } else { &mut steady };
+    for i in 0..(steady_arrivals + warmup) {
+        let phase = if i < warmup { &mut warm } else { &mut steady };
         d.now += 1;
         let queue = queue_ids[rng.random_range(0..QUEUES)].clone();
         let id = ContactId::from_u128(next_id);
@@ -323,13 +333,16 @@ fn main() {
     println!(
         "steady state: {} arrivals after a {} warm-up, {:.2} s wall; at the end {} talking, {} waiting",
         steady_arrivals,
-        200_000,
+        warmup,
         wall.elapsed().as_secs_f64(),
         d.connected.len(),
         waiting
     );
     steady.print();
     drop(d);
+    if steady_only {
+        return;
+    }
 
     // 2. Arrival storm: 100,000 contacts within one simulated second (100 per ms).
     let mut d = build(&toml, 2);

@@ -77,6 +77,35 @@ impl CompiledHours {
     }
 }
 
+impl CompiledHours {
+    /// When the open range containing `now` ends (`None` if closed at `now`).
+    ///
+    /// Counted in local wall-clock minutes from `now`, so across a DST change inside the
+    /// range the instant is off by the shift; the engine re-checks `is_open` when the
+    /// instant comes and schedules the next check if still open, so a late or early
+    /// answer only delays or repeats the check, never closes an open queue.
+    pub fn open_until(&self, now: Timestamp) -> Option<Timestamp> {
+        let ms = i64::try_from(now.as_millis()).ok()?;
+        let local = self.tz.timestamp_millis_opt(ms).single()?;
+        if self.holidays.contains(&local.date_naive()) {
+            return None;
+        }
+        let day = local.weekday().num_days_from_monday() as usize;
+        // Minutes fit in u16: at most 24 * 60.
+        let minute = (local.hour() * 60 + local.minute()) as u16;
+        let end = self.weekly[day]
+            .iter()
+            .filter(|&&(start, end)| start <= minute && minute < end)
+            .map(|&(_, end)| end)
+            .max()?;
+        let into_minute_ms = u64::from(local.second()) * 1000 + ms.rem_euclid(1000) as u64;
+        let minute_start = now.as_millis().saturating_sub(into_minute_ms);
+        Some(Timestamp(
+            minute_start.saturating_add(u64::from(end - minute) * 60_000),
+        ))
+    }
+}
+
 fn parse_range(text: &str) -> Option<(u16, u16)> {
     let (a, b) = text.split_once('-')?;
     let start = parse_hhmm(a.trim())?;
@@ -134,6 +163,19 @@ mod tests {
         assert!(!h.is_open(at(2026, 11, 28, 10, 0)), "Saturday");
         // Summer time: UTC+2, so 06:00 UTC is 08:00 local.
         assert!(h.is_open(at(2026, 7, 1, 6, 0)));
+    }
+
+    #[test]
+    fn open_until_is_the_end_of_the_current_range() {
+        let h = berlin_office();
+        // 09:15:30 local (UTC+1) on a Friday: the morning range ends at 12:00 local.
+        let now = Timestamp(at(2026, 11, 27, 8, 15).as_millis() + 30_500);
+        assert_eq!(h.open_until(now), Some(at(2026, 11, 27, 11, 0)));
+        assert_eq!(h.open_until(at(2026, 11, 27, 11, 30)), None, "lunch");
+        assert_eq!(h.open_until(at(2026, 12, 25, 10, 0)), None, "holiday");
+        let until = h.open_until(at(2026, 11, 27, 16, 59)).expect("open");
+        assert!(h.is_open(Timestamp(until.as_millis() - 1)));
+        assert!(!h.is_open(until));
     }
 
     #[test]

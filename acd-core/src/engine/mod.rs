@@ -184,6 +184,8 @@ impl Engine {
                 escalation,
                 announce: q.announce.clone(),
                 waiting: Default::default(),
+                plain: Default::default(),
+                special: Default::default(),
                 available: Default::default(),
                 members: Vec::new(),
                 home_waiting: 0,
@@ -194,6 +196,7 @@ impl Engine {
                 counters: Default::default(),
                 recent_aht_ms: q.default_aht_s as f64 * 1000.0,
                 announce_at: None,
+                hours_check_at: None,
             });
         }
         let mut agent_index = FastMap::default();
@@ -209,11 +212,17 @@ impl Engine {
             let mut members = Vec::new();
             for m in &a.queues {
                 let q = q_idx(&m.queue)?;
-                queues[q as usize].members.push(i as u32);
+                let queue = &mut queues[q as usize];
+                queue.members.push(i as u32);
+                let fits = queue
+                    .requirement
+                    .as_ref()
+                    .is_none_or(|r| r.eval(&levels, 0));
                 members.push(Member {
                     queue: q,
                     order: m.order,
                     weight: m.weight,
+                    fits,
                     key: None,
                     handled: 0,
                     talk_ms: 0,
@@ -488,10 +497,9 @@ impl Engine {
             return;
         };
         contact.phase = Phase::Waiting;
-        let key = contact.key;
         let home = contact.queue;
         for &q in &contact.listed_in {
-            self.queues[q as usize].waiting.insert(key, c);
+            self.queues[q as usize].insert_waiting(q, contact);
         }
         self.qm(home).home_waiting += 1;
         self.mark_contact(c);
@@ -504,10 +512,9 @@ impl Engine {
         if contact.phase != Phase::Waiting {
             return;
         }
-        let key = contact.key;
         let home = contact.queue;
         for &q in &contact.listed_in {
-            self.queues[q as usize].waiting.remove(&key);
+            self.queues[q as usize].remove_waiting(q, contact);
         }
         self.qm(home).home_waiting -= 1;
     }
@@ -665,6 +672,7 @@ impl Engine {
             QueueLogKind::Enter { channel, priority },
         );
         self.list_contact(id);
+        self.ensure_hours_check(now, q);
         if let Some(&(after, _)) = self.q(q).escalation.first() {
             self.push_timer(now.plus_ms(after), Timer::Escalation(id, episode, 0));
         }
@@ -687,6 +695,81 @@ impl Engine {
             && redirects < MAX_REDIRECTS
         {
             self.enter_queue(now, c, q2, redirects + 1);
+        }
+    }
+
+    /// Makes sure a queue with business hours and waiting home contacts has a check
+    /// scheduled for the end of its open range (at `now` if it is closed already).
+    fn ensure_hours_check(&mut self, now: Timestamp, q: u32) {
+        let queue = self.q(q);
+        if queue.hours_check_at.is_some() || queue.home_waiting == 0 {
+            return;
+        }
+        let Some(hours) = &queue.hours else {
+            return;
+        };
+        let at = hours.open_until(now).unwrap_or(now).max(now);
+        self.qm(q).hours_check_at = Some(at);
+        self.push_timer(at, Timer::HoursCheck(q));
+    }
+
+    /// Sends every contact waiting in its home queue `q` on to `then`: the queue closed or
+    /// lost its last logged-in agent. Logged and counted like an escalation overflow
+    /// (`Action::Overflow`), since the contacts had been queued. Ringing contacts stay:
+    /// an agent is about to answer; should the offer fail they are checked again.
+    fn evict_waiting(&mut self, now: Timestamp, q: u32, then: Disposition) {
+        let queue = self.q(q);
+        let victims: Vec<ContactId> = queue
+            .waiting
+            .values()
+            .filter(|id| {
+                self.contacts
+                    .get(id)
+                    .is_some_and(|c| c.queue == q && c.phase == Phase::Waiting)
+            })
+            .copied()
+            .collect();
+        for contact in victims {
+            self.evict_one(now, q, contact, then.clone());
+        }
+    }
+
+    fn evict_one(&mut self, now: Timestamp, q: u32, contact: ContactId, then: Disposition) {
+        let Some(c) = self.contacts.get(&contact) else {
+            return;
+        };
+        let wait_ms = now.ms_since(c.entered);
+        self.withdraw(now, contact, CancelReason::Withdrawn);
+        self.qm(q).counters.overflowed += 1;
+        self.log(
+            now,
+            Some(q),
+            Some(contact),
+            None,
+            QueueLogKind::Overflow {
+                target: then.clone(),
+                wait_ms,
+            },
+        );
+        let queue = self.q(q).id.clone();
+        self.actions.push_back(Action::Overflow {
+            contact,
+            queue,
+            target: then.clone(),
+        });
+        if let Some(record) = self.contacts.remove(&contact) {
+            self.redirect(now, record, then, 0);
+        }
+    }
+
+    /// The no-agents action for waiting contacts once nobody is logged in to `q`.
+    fn evict_if_unstaffed(&mut self, now: Timestamp, q: u32) {
+        let queue = self.q(q);
+        if queue.logged_in_members == 0
+            && queue.home_waiting > 0
+            && let Some(then) = queue.no_agents_action.clone()
+        {
+            self.evict_waiting(now, q, then);
         }
     }
 
@@ -903,6 +986,10 @@ impl Engine {
         self.unindex_agent(a);
         self.cancel_agent_offers(now, a, CancelReason::AgentLoggedOut);
         self.log(now, None, None, Some(a), QueueLogKind::Logout);
+        for m in 0..self.a(a).members.len() {
+            let q = self.a(a).members[m].queue;
+            self.evict_if_unstaffed(now, q);
+        }
         self.settle(now);
         Ok(())
     }
@@ -924,13 +1011,15 @@ impl Engine {
             if let Some(o) = self.offers.get(&offer) {
                 let c = o.contact;
                 self.cancel_offer(now, offer, reason);
-                self.requeue_if_unoffered(c);
+                self.requeue_if_unoffered(now, c);
             }
         }
     }
 
     /// After an offer ended without answer: if no other offer rings, back to its place.
-    fn requeue_if_unoffered(&mut self, c: ContactId) {
+    /// A contact back in a queue that closed or lost its agents meanwhile gets the
+    /// queue's closed or no-agents action.
+    fn requeue_if_unoffered(&mut self, now: Timestamp, c: ContactId) {
         let Some(contact) = self.contacts.get(&c) else {
             return;
         };
@@ -938,6 +1027,16 @@ impl Engine {
             let home = contact.queue;
             self.qm(home).home_ringing -= 1;
             self.list_contact(c);
+            let queue = self.q(home);
+            if queue.hours.as_ref().is_some_and(|h| !h.is_open(now)) {
+                let then = queue.closed_action.clone();
+                self.evict_one(now, home, c, then);
+            } else if let (Some(then), 0) = (&queue.no_agents_action, queue.logged_in_members) {
+                let then = then.clone();
+                self.evict_one(now, home, c, then);
+            } else {
+                self.ensure_hours_check(now, home);
+            }
         }
     }
 
@@ -1109,7 +1208,7 @@ impl Engine {
         if kind == RejectKind::Failed {
             self.count_no_answer(now, o.agent);
         }
-        self.requeue_if_unoffered(o.contact);
+        self.requeue_if_unoffered(now, o.contact);
         self.settle(now);
         Ok(())
     }
@@ -1194,11 +1293,12 @@ impl Engine {
             started: now,
             until,
         };
-        self.wrapups.entry(contact).or_default().push(wrap);
-        self.mark_agent(a);
         if wrap_ms == 0 {
-            self.finish_wrap_up(now, contact, a);
+            // No after-contact work: finish at once without the wrap-up table round trip.
+            self.complete_wrap_up(now, contact, wrap);
         } else {
+            self.wrapups.entry(contact).or_default().push(wrap);
+            self.mark_agent(a);
             self.push_timer(until, Timer::WrapUpEnd(contact, a));
         }
     }
@@ -1214,6 +1314,12 @@ impl Engine {
         if list.is_empty() {
             self.wrapups.remove(&contact);
         }
+        self.complete_wrap_up(now, contact, w);
+    }
+
+    /// Frees the agent's slot held by a finished wrap-up and books the handled contact.
+    fn complete_wrap_up(&mut self, now: Timestamp, contact: ContactId, w: WrapUp) {
+        let a = w.agent;
         let wrap_up_ms = now.ms_since(w.started);
         let agent = self.am(a);
         agent.wrapping -= 1;
@@ -1350,7 +1456,7 @@ impl Engine {
                 let delay = self.settings.no_answer_delay_ms;
                 self.delay_agent(now, o.agent, delay);
                 self.count_no_answer(now, o.agent);
-                self.requeue_if_unoffered(o.contact);
+                self.requeue_if_unoffered(now, o.contact);
             }
             Timer::WrapUpEnd(contact, a) => {
                 let due = self
@@ -1367,6 +1473,19 @@ impl Engine {
                 }
             }
             Timer::Escalation(contact, episode, step) => self.escalate(now, contact, episode, step),
+            Timer::HoursCheck(q) => {
+                if self.q(q).hours_check_at != Some(at) {
+                    return;
+                }
+                self.qm(q).hours_check_at = None;
+                let queue = self.q(q);
+                if queue.hours.as_ref().is_some_and(|h| !h.is_open(now)) {
+                    let then = queue.closed_action.clone();
+                    self.evict_waiting(now, q, then);
+                } else {
+                    self.ensure_hours_check(now, q);
+                }
+            }
             Timer::Announce(q) => {
                 if self.q(q).announce_at != Some(at) {
                     return;
@@ -1440,10 +1559,12 @@ impl Engine {
         }
         match action {
             Step::Relax(n) => {
+                // Relisted: a relaxed contact is no longer plain (see `Contact::plain_in`).
+                self.unlist_contact(contact);
                 if let Some(c) = self.contacts.get_mut(&contact) {
                     c.relax = c.relax.saturating_add(n);
                 }
-                self.mark_contact(contact);
+                self.list_contact(contact);
             }
             Step::AddQueues(extra) => {
                 self.unlist_contact(contact);
@@ -1518,16 +1639,18 @@ impl Engine {
     fn refresh_agent(&mut self, now: Timestamp, a: u32) {
         let routable = self.routable(a, now);
         let agent = self.a(a);
-        if !routable && agent.indexed {
+        // Out of the indexes when no longer routable, or to be re-keyed when its load changed.
+        if agent.indexed && (!routable || agent.indexed_load != agent.total_active()) {
             self.unindex_agent(a);
-        } else if routable && (!agent.indexed || agent.indexed_load != agent.total_active()) {
-            if agent.indexed {
-                self.unindex_agent(a);
-            }
-            self.index_agent(a);
         }
         if routable {
+            // Look for waiting work before entering the available indexes: an agent that
+            // takes a contact at once and is then full would leave them again straight
+            // away (5–20 B-tree inserts and removes for nothing).
             self.route_agent(now, a);
+            if !self.a(a).indexed && self.routable(a, now) {
+                self.index_agent(a);
+            }
         }
         let agent = self.a(a);
         if agent.dirty {
@@ -1597,19 +1720,42 @@ impl Engine {
     fn route_agent(&mut self, now: Timestamp, a: u32) {
         // Each round either makes an offer (using a slot) or stops, so this ends.
         for _ in 0..=self.a(a).capacity.iter().sum::<u32>() {
-            if !self.a(a).indexed {
+            if !self.a(a).has_room_any() {
                 return;
             }
             let mut best: Option<(CandidateScore, ContactId, u32)> = None;
-            for m in &self.a(a).members {
+            let agent = self.a(a);
+            for m in &agent.members {
                 let queue = self.q(m.queue);
-                for id in queue.waiting.values() {
-                    let Some(c) = self.contacts.get(id) else {
+                // The queue's first contact this agent may take: the earliest head of the
+                // plain lists it fits and has room for, unless a special contact before it
+                // is eligible. Only special contacts are checked one by one.
+                let mut first: Option<(WaitKey, ContactId)> = None;
+                if m.fits {
+                    for ch in Channel::ALL {
+                        if !agent.has_room(ch) {
+                            continue;
+                        }
+                        if let Some((&key, &id)) = queue.plain[ch.index()].first_key_value()
+                            && first.is_none_or(|(k, _)| key < k)
+                        {
+                            first = Some((key, id));
+                        }
+                    }
+                }
+                for (&key, &id) in &queue.special {
+                    if first.is_some_and(|(k, _)| k < key) {
+                        break;
+                    }
+                    if self.contacts.get(&id).is_some_and(|c| self.eligible(a, c)) {
+                        first = Some((key, id));
+                        break;
+                    }
+                }
+                if let Some((_, id)) = first {
+                    let Some(c) = self.contacts.get(&id) else {
                         continue;
                     };
-                    if !self.eligible(a, c) {
-                        continue;
-                    }
                     let weight = u128::from(self.q(c.queue).weight);
                     let score = (
                         c.priority,
@@ -1617,9 +1763,8 @@ impl Engine {
                         Reverse(c.key.seq),
                     );
                     if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
-                        best = Some((score, *id, m.queue));
+                        best = Some((score, id, m.queue));
                     }
-                    break;
                 }
             }
             let Some((_, c, q)) = best else {
@@ -1630,6 +1775,11 @@ impl Engine {
                 .get(&c)
                 .is_some_and(|x| self.q(x.queue).strategy == Strategy::RingAll);
             if ring_all {
+                // Ring-all offers to every eligible agent in the available indexes, this
+                // one included.
+                if !self.a(a).indexed {
+                    self.index_agent(a);
+                }
                 self.route_contact(now, c);
             } else {
                 self.make_offer(now, c, a, q);
@@ -1746,6 +1896,7 @@ impl Engine {
                 x.episode == *episode && x.next_step == *step && x.phase != Phase::Connected
             }),
             Timer::Announce(q) => self.q(*q).announce_at == Some(at),
+            Timer::HoursCheck(q) => self.q(*q).hours_check_at == Some(at),
         }
     }
 }

@@ -136,7 +136,7 @@ impl Engine {
                 Phase::Waiting => {
                     queue.home_waiting += 1;
                     for &q in &c.listed_in {
-                        fresh.queues[q as usize].waiting.insert(c.key, id);
+                        fresh.queues[q as usize].insert_waiting(q, &c);
                     }
                 }
                 Phase::Offered => queue.home_ringing += 1,
@@ -185,7 +185,7 @@ impl Engine {
                 Timer::WrapUpEnd(c, a) => map_a(a).map(|a| Timer::WrapUpEnd(c, a)),
                 Timer::AgentDelayEnd(a) => map_a(a).map(Timer::AgentDelayEnd),
                 // Rescheduled from the new configuration above and below.
-                Timer::Escalation(..) | Timer::Announce(_) => None,
+                Timer::Escalation(..) | Timer::Announce(_) | Timer::HoursCheck(_) => None,
             };
             if let Some(t) = mapped {
                 fresh.push_timer(at, t);
@@ -204,6 +204,11 @@ impl Engine {
                 fresh.queues[q].announce_at = Some(at);
                 fresh.push_timer(at, Timer::Announce(q as u32));
             }
+        }
+        for q in 0..fresh.queues.len() as u32 {
+            // A queue that is closed under the new calendar sends its waiting contacts on
+            // at the next timeout (the check is due at `now`).
+            fresh.ensure_hours_check(now, q);
         }
         fresh.rng = self.rng.clone();
         fresh.offer_counter = self.offer_counter;

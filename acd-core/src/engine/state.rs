@@ -54,6 +54,13 @@ pub(crate) struct Queue {
     pub announce: Option<AnnounceConfig>,
     /// Waiting contacts listed here (home ones and ones added by escalation), in service order.
     pub waiting: BTreeMap<WaitKey, ContactId>,
+    /// The same contacts split for a freed agent's search (see [`Contact::plain_in`]):
+    /// *plain* ones per channel, eligible for every member that fits the queue's own
+    /// requirement and has room on the channel, so the head of each list is the only
+    /// candidate; and *special* ones (own requirement, relaxed, listed from another queue,
+    /// transferred), which need a per-agent check.
+    pub plain: [BTreeMap<WaitKey, ContactId>; 4],
+    pub special: BTreeMap<WaitKey, ContactId>,
     /// Available members in strategy order: (strategy key, agent index).
     pub available: BTreeSet<(u128, u32)>,
     pub members: Vec<u32>,
@@ -67,6 +74,8 @@ pub(crate) struct Queue {
     pub counters: QueueCounters,
     pub recent_aht_ms: f64,
     pub announce_at: Option<Timestamp>,
+    /// When the pending business-hours check fires (set while home contacts wait).
+    pub hours_check_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +83,8 @@ pub(crate) struct Member {
     pub queue: u32,
     pub order: u32,
     pub weight: u32,
+    /// The agent meets the queue's own requirement unrelaxed (fixed by the configuration).
+    pub fits: bool,
     /// The key under which the agent sits in the queue's `available` set, if it does.
     pub key: Option<u128>,
     pub handled: u64,
@@ -107,6 +118,43 @@ pub(crate) struct Agent {
     pub indexed_load: u32,
     /// Queued for routing/state refresh in the current settle pass.
     pub dirty: bool,
+}
+
+impl Contact {
+    /// Whether the contact is *plain* in queue `q`'s lists: there, only the queue's own
+    /// unrelaxed requirement and room on its channel decide which members may take it.
+    pub fn plain_in(&self, q: u32) -> bool {
+        self.queue == q && self.requirement.is_none() && self.relax == 0 && !self.transferred
+    }
+}
+
+impl Queue {
+    /// Lists a waiting contact in this queue (index `q`).
+    pub fn insert_waiting(&mut self, q: u32, c: &Contact) {
+        self.waiting.insert(c.key, c.id);
+        if c.plain_in(q) {
+            self.plain[c.channel.index()].insert(c.key, c.id);
+        } else {
+            self.special.insert(c.key, c.id);
+        }
+    }
+
+    /// Unlists a waiting contact from this queue (index `q`).
+    pub fn remove_waiting(&mut self, q: u32, c: &Contact) {
+        self.waiting.remove(&c.key);
+        let plain = &mut self.plain[c.channel.index()];
+        // The classification is fixed while the contact is listed (relax and transfer
+        // change only while it is unlisted); the fallback keeps the lists consistent
+        // should that ever change.
+        let (first, second) = if c.plain_in(q) {
+            (plain, &mut self.special)
+        } else {
+            (&mut self.special, plain)
+        };
+        if first.remove(&c.key).is_none() {
+            second.remove(&c.key);
+        }
+    }
 }
 
 impl Agent {
@@ -223,4 +271,6 @@ pub(crate) enum Timer {
     AgentDelayEnd(u32),
     Escalation(ContactId, u32, usize),
     Announce(u32),
+    /// The queue's open range ends: waiting contacts get the closed action.
+    HoursCheck(u32),
 }

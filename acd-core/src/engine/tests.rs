@@ -846,3 +846,155 @@ fn inputs_and_actions_are_plain_serialisable_data() {
     assert_eq!(actions, back);
     assert!(text.contains("\"action\":\"offer\""), "{text}");
 }
+
+fn overflows(actions: &[Action]) -> Vec<(u128, String, Disposition)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Overflow {
+                contact,
+                queue,
+                target,
+            } => Some((contact.0.as_u128(), queue.to_string(), target.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn waiting_contacts_get_the_closed_action_when_the_queue_closes() {
+    // The harness starts at 1970-01-01 00:16:40 UTC, a Thursday.
+    let mut h = Harness::new(
+        r#"
+[business_hours.morning]
+time_zone = "UTC"
+weekly = { thu = ["00:00-00:30"] }
+[queues.sales]
+hours = "morning"
+closed_action = "voicemail"
+[agents.alice]
+queues = ["sales"]
+"#,
+    );
+    h.login("alice");
+    let first = one_offer(&h.arrive(1, "sales"));
+    h.engine.handle_offer_accepted(h.now, first.0).unwrap();
+    h.drain();
+    assert!(offers(&h.arrive(2, "sales")).is_empty());
+    assert!(offers(&h.arrive(3, "sales")).is_empty());
+    assert_eq!(
+        h.engine.poll_timeout(),
+        Some(Timestamp(30 * 60_000)),
+        "a check is due when the open range ends"
+    );
+    // 00:29:59: still open, nobody leaves.
+    let out = h.advance(30 * 60_000 - 1 - h.now.as_millis());
+    assert!(overflows(&out).is_empty(), "{out:#?}");
+    let out = h.advance(1);
+    assert_eq!(
+        overflows(&out),
+        vec![
+            (2, "sales".to_owned(), Disposition::Voicemail),
+            (3, "sales".to_owned(), Disposition::Voicemail)
+        ],
+        "waiting contacts leave in queue order; the connected one stays"
+    );
+    let stats = h
+        .engine
+        .queue_stats(h.now, &QueueId::from("sales"))
+        .unwrap();
+    assert_eq!(stats.waiting, 0);
+    assert_eq!(stats.counters.overflowed, 2);
+    assert_eq!(stats.counters.offered, 3);
+    assert_eq!(stats.counters.answered, 1);
+    assert!(h.engine.contact(ContactId::from_u128(1)).is_some());
+    assert!(h.engine.contact(ContactId::from_u128(2)).is_none());
+}
+
+#[test]
+fn a_contact_requeued_after_closing_gets_the_closed_action() {
+    let mut h = Harness::new(
+        r#"
+[business_hours.morning]
+time_zone = "UTC"
+weekly = { thu = ["00:00-00:30"] }
+[queues.sales]
+hours = "morning"
+closed_action = { queue = "night" }
+offer_timeout_s = 3600
+[queues.night]
+[agents.alice]
+queues = ["sales"]
+"#,
+    );
+    h.login("alice");
+    let offer = one_offer(&h.arrive(1, "sales"));
+    // Ringing across the closing time: the contact stays with the ringing agent.
+    let out = h.advance(30 * 60_000 - h.now.as_millis());
+    assert!(overflows(&out).is_empty(), "{out:#?}");
+    h.engine
+        .handle_offer_rejected(h.now, offer.0, RejectKind::Declined)
+        .unwrap();
+    let out = h.drain();
+    assert_eq!(
+        overflows(&out),
+        vec![(1, "sales".to_owned(), Disposition::Queue("night".into()))]
+    );
+    assert_eq!(
+        h.engine.waiting_contacts(&QueueId::from("night")).unwrap(),
+        vec![ContactId::from_u128(1)]
+    );
+}
+
+#[test]
+fn waiting_contacts_get_the_no_agents_action_when_the_last_agent_logs_out() {
+    let mut h = Harness::new(
+        r#"
+[queues.support]
+no_agents_action = { queue = "backup" }
+[queues.backup]
+[agents.alice]
+queues = ["support"]
+[agents.bob]
+queues = ["support"]
+"#,
+    );
+    h.login("alice");
+    h.login("bob");
+    for n in 1..=2 {
+        let o = one_offer(&h.arrive(n, "support"));
+        h.engine.handle_offer_accepted(h.now, o.0).unwrap();
+        h.drain();
+    }
+    h.arrive(3, "support");
+    h.arrive(4, "support");
+    h.engine
+        .handle_agent_logout(h.now, &AgentId::from("alice"))
+        .unwrap();
+    assert!(overflows(&h.drain()).is_empty(), "bob is still logged in");
+    h.engine
+        .handle_agent_logout(h.now, &AgentId::from("bob"))
+        .unwrap();
+    let out = h.drain();
+    let backup = Disposition::Queue("backup".into());
+    assert_eq!(
+        overflows(&out),
+        vec![
+            (3, "support".to_owned(), backup.clone()),
+            (4, "support".to_owned(), backup)
+        ]
+    );
+    assert_eq!(
+        h.engine.waiting_contacts(&QueueId::from("backup")).unwrap(),
+        vec![ContactId::from_u128(3), ContactId::from_u128(4)],
+        "they keep their order in the backup queue"
+    );
+    let stats = h
+        .engine
+        .queue_stats(h.now, &QueueId::from("support"))
+        .unwrap();
+    assert_eq!(stats.waiting, 0);
+    assert_eq!(stats.counters.overflowed, 2);
+    // The two conversations in progress continue.
+    assert!(h.engine.contact(ContactId::from_u128(1)).is_some());
+}
