@@ -998,3 +998,65 @@ queues = ["support"]
     // The two conversations in progress continue.
     assert!(h.engine.contact(ContactId::from_u128(1)).is_some());
 }
+
+#[test]
+fn a_freed_agent_passes_contacts_it_may_not_take_and_keeps_queue_order() {
+    let mut h = Harness::new(
+        r#"
+[skills.german]
+[queues.support]
+[agents.alice]
+skills = { german = 3 }
+queues = ["support"]
+[agents.bob]
+skills = { german = 1 }
+queues = ["support"]
+"#,
+    );
+    h.arrive_with(1, "support", Channel::Voice, 0, Some("german >= 3"));
+    h.arrive(2, "support");
+    h.arrive_with(3, "support", Channel::Voice, 0, Some("german >= 3"));
+    h.arrive(4, "support");
+    // Bob may not take 1 or 3: he gets the first contact he may take.
+    assert_eq!(one_offer(&h.login("bob")).1, 2);
+    // Alice takes the contact with its own requirement ahead of the plain one.
+    assert_eq!(one_offer(&h.login("alice")).1, 1);
+    assert_eq!(
+        h.engine
+            .waiting_contacts(&QueueId::from("support"))
+            .unwrap(),
+        vec![ContactId::from_u128(3), ContactId::from_u128(4)]
+    );
+}
+
+#[test]
+fn a_blended_agent_finds_the_chat_behind_a_deep_voice_queue() {
+    let mut h = Harness::new(
+        r#"
+[queues.mixed]
+[agents.carla]
+queues = ["mixed"]
+capacity = { voice = 1, chat = 2, voice_exclusive = false }
+"#,
+    );
+    h.login("carla");
+    for (n, channel) in [(1, Channel::Voice), (2, Channel::Chat), (3, Channel::Chat)] {
+        let o = one_offer(&h.arrive_with(n, "mixed", channel, 0, None));
+        h.engine.handle_offer_accepted(h.now, o.0).unwrap();
+        h.drain();
+    }
+    for n in 4..=500 {
+        assert!(offers(&h.arrive(n, "mixed")).is_empty(), "voice is full");
+    }
+    assert!(offers(&h.arrive_with(501, "mixed", Channel::Chat, 0, None)).is_empty());
+    // A chat ends: the freed chat slot takes the chat behind 497 waiting calls.
+    h.engine
+        .handle_contact_ended(h.now, ContactId::from_u128(2))
+        .unwrap();
+    assert_eq!(one_offer(&h.drain()).1, 501);
+    // The call ends: the next call in order is offered.
+    h.engine
+        .handle_contact_ended(h.now, ContactId::from_u128(1))
+        .unwrap();
+    assert_eq!(one_offer(&h.drain()).1, 4);
+}
