@@ -279,8 +279,10 @@ pub enum Action {
         /// The queue.
         queue: QueueId,
     },
-    /// The contact left `queue` by escalation for `target`. When the target is another
-    /// queue, the engine has already queued it there; otherwise it has left the engine.
+    /// The contact left `queue` by escalation for `target`, or while waiting because the
+    /// queue closed (`target` = its closed action) or its last agent logged out (`target`
+    /// = its no-agents action). When the target is another queue, the engine has already
+    /// queued it there; otherwise it has left the engine.
     Overflow {
         /// The contact.
         contact: ContactId,
@@ -374,7 +376,8 @@ pub enum QueueLogKind {
         /// Position when they gave up (1-based; 0 if ringing).
         position: u32,
     },
-    /// Left by escalation (counted as overflowed).
+    /// Left by escalation, or by closing / losing the last agent while waiting (counted as
+    /// overflowed).
     Overflow {
         /// Where to.
         target: OverflowTarget,

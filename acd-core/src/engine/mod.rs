@@ -31,7 +31,10 @@ use crate::io::{
 use crate::skill_expr::{CompiledExpr, SkillExpr};
 use crate::stats::{TimePerState, estimated_wait_ms};
 
-use state::{Agent, Contact, FastMap, Member, Offer, Phase, Queue, Step, Timer, WaitKey, WrapUp};
+use state::{
+    Agent, AvailEntry, Contact, FastMap, Member, Offer, Phase, Queue, Step, Timer, WaitKey, WrapUp,
+    entry_live,
+};
 
 /// How often a refused or overflowed contact may be sent on to another queue in one go;
 /// stops configuration cycles (A closed → B, B closed → A) from looping.
@@ -97,6 +100,8 @@ pub struct Engine {
     actions: VecDeque<Action>,
     dirty_contacts: Vec<ContactId>,
     dirty_agents: Vec<u32>,
+    /// Scratch list of stale available-set entries met by a search (kept for its buffer).
+    stale: Vec<AvailEntry>,
 }
 
 fn compile_expr(expr: &SkillExpr, skills: &FastMap<SkillId, u32>) -> CompiledExpr {
@@ -273,6 +278,7 @@ impl Engine {
             actions: VecDeque::new(),
             dirty_contacts: Vec::new(),
             dirty_agents: Vec::new(),
+            stale: Vec::new(),
         })
     }
 
@@ -418,25 +424,27 @@ impl Engine {
     }
 
     fn index_agent(&mut self, a: u32) {
+        // Setting the new keys first makes every older entry of this agent stale.
+        self.am(a).indexed = true;
         for m in 0..self.a(a).members.len() {
             let key = self.member_key(a, m);
             let q = self.a(a).members[m].queue;
-            self.qm(q).available.insert((key, a));
             self.am(a).members[m].key = Some(key);
+            // Same key as a stale entry (static keys: round-robin, linear): the insert
+            // finds it and revives it.
+            let queue = &mut self.queues[q as usize];
+            queue.available.insert((key, a, m as u32));
+            if queue.available.len() > 2 * queue.members.len() + 16 {
+                let agents = &self.agents;
+                queue.available.retain(|e| entry_live(agents, e));
+            }
         }
         let agent = self.am(a);
-        agent.indexed = true;
         agent.indexed_load = agent.total_active();
     }
 
+    /// Leaves the available sets lazily: the entries go stale (see `Queue::available`).
     fn unindex_agent(&mut self, a: u32) {
-        for m in 0..self.a(a).members.len() {
-            let member = &mut self.agents[a as usize].members[m];
-            if let Some(key) = member.key.take() {
-                let q = member.queue;
-                self.qm(q).available.remove(&(key, a));
-            }
-        }
         self.am(a).indexed = false;
     }
 
@@ -520,6 +528,12 @@ impl Engine {
     }
 
     /// 1-based position of a waiting contact among its home queue's waiting contacts.
+    ///
+    /// Costs O(position): it counts the entries ahead in the B-tree. Only announcements
+    /// (one per contact on entry and per `every_s` period) and abandon rows ask for it,
+    /// never the routing path, and `max_waiting` bounds it where a queue sets one; at
+    /// 10,000 waiting that is ~10 µs per call. An order-statistic tree would make it
+    /// O(log n) if queues ever hold far more.
     fn position(&self, c: &Contact) -> u32 {
         let queue = self.q(c.queue);
         let ahead = queue
@@ -1681,8 +1695,11 @@ impl Engine {
         if self.q(home).strategy == Strategy::RingAll {
             let mut chosen: Vec<(u32, u32)> = Vec::new();
             for &q in &contact.listed_in {
-                for &(_, a) in &self.q(q).available {
-                    if self.eligible(a, contact) && !chosen.iter().any(|(x, _)| *x == a) {
+                for e @ &(_, a, _) in &self.q(q).available {
+                    if entry_live(&self.agents, e)
+                        && self.eligible(a, contact)
+                        && !chosen.iter().any(|(x, _)| *x == a)
+                    {
                         chosen.push((a, q));
                     }
                 }
@@ -1692,28 +1709,48 @@ impl Engine {
             }
             return;
         }
-        for &q in &contact.listed_in {
-            if let Some(a) = self.pick_agent(q, contact) {
+        let listed = contact.listed_in.len();
+        for i in 0..listed {
+            let Some(&q) = self.contacts.get(&c).and_then(|x| x.listed_in.get(i)) else {
+                return;
+            };
+            if let Some(a) = self.pick_agent(q, c) {
                 self.make_offer(now, c, a, q);
                 return;
             }
         }
     }
 
-    fn pick_agent(&self, q: u32, contact: &Contact) -> Option<u32> {
-        let queue = self.q(q);
-        let ok = |&&(_, a): &&(u128, u32)| self.eligible(a, contact);
-        if queue.strategy == Strategy::RoundRobin
-            && let Some(last) = queue.rr_last
-        {
-            use std::ops::Bound::{Excluded, Unbounded};
-            let after = queue
-                .available
-                .range((Excluded((last, u32::MAX)), Unbounded));
-            let before = queue.available.range(..=(last, u32::MAX));
-            return after.chain(before).find(ok).map(|&(_, a)| a);
+    /// The first live, eligible entry of queue `q`'s available set in strategy order;
+    /// stale entries met on the way are dropped.
+    fn pick_agent(&mut self, q: u32, c: ContactId) -> Option<u32> {
+        let mut stale = std::mem::take(&mut self.stale);
+        let found = self.contacts.get(&c).and_then(|contact| {
+            let queue = self.q(q);
+            let mut ok = |e: &&AvailEntry| {
+                if !entry_live(&self.agents, e) {
+                    stale.push(**e);
+                    return false;
+                }
+                self.eligible(e.1, contact)
+            };
+            if queue.strategy == Strategy::RoundRobin
+                && let Some(last) = queue.rr_last
+            {
+                use std::ops::Bound::{Excluded, Unbounded};
+                let top = (last, u32::MAX, u32::MAX);
+                let after = queue.available.range((Excluded(top), Unbounded));
+                let before = queue.available.range(..=top);
+                return after.chain(before).find(&mut ok).map(|e| e.1);
+            }
+            queue.available.iter().find(&mut ok).map(|e| e.1)
+        });
+        let queue = &mut self.queues[q as usize];
+        for e in stale.drain(..) {
+            queue.available.remove(&e);
         }
-        queue.available.iter().find(ok).map(|&(_, a)| a)
+        self.stale = stale;
+        found
     }
 
     /// Offers the best waiting contact across the agent's queues, while it has room.

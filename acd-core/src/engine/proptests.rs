@@ -516,8 +516,16 @@ impl World {
     }
 }
 
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    // 1000 cases unless PROPTEST_CASES asks for another number (a longer run before release).
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn routing_invariants_hold_over_random_operations(setup in setup(), ops in proptest::collection::vec(op(), 1..80)) {

@@ -61,8 +61,12 @@ pub(crate) struct Queue {
     /// transferred), which need a per-agent check.
     pub plain: [BTreeMap<WaitKey, ContactId>; 4],
     pub special: BTreeMap<WaitKey, ContactId>,
-    /// Available members in strategy order: (strategy key, agent index).
-    pub available: BTreeSet<(u128, u32)>,
+    /// Available members in strategy order: (strategy key, agent index, member index in
+    /// the agent's `members`). Removal is lazy: an entry is *live* only while the agent is
+    /// indexed and the member's `key` still equals the entry's key ([`entry_live`]); stale
+    /// entries are dropped when a search meets them or when the set grows past twice the
+    /// queue's members. A busy agent thus costs nothing here until it comes back.
+    pub available: BTreeSet<AvailEntry>,
     pub members: Vec<u32>,
     /// Contacts whose home is this queue: waiting (incl. callbacks) and ringing.
     pub home_waiting: u32,
@@ -85,7 +89,8 @@ pub(crate) struct Member {
     pub weight: u32,
     /// The agent meets the queue's own requirement unrelaxed (fixed by the configuration).
     pub fits: bool,
-    /// The key under which the agent sits in the queue's `available` set, if it does.
+    /// The key of the agent's live entry in the queue's `available` set while the agent
+    /// is indexed; afterwards the key it last had there (its entry is then stale).
     pub key: Option<u128>,
     pub handled: u64,
     pub talk_ms: u64,
@@ -118,6 +123,15 @@ pub(crate) struct Agent {
     pub indexed_load: u32,
     /// Queued for routing/state refresh in the current settle pass.
     pub dirty: bool,
+}
+
+/// An entry of a queue's available set: (strategy key, agent, member index).
+pub(crate) type AvailEntry = (u128, u32, u32);
+
+/// Whether an available-set entry still stands for an available agent (lazy removal).
+pub(crate) fn entry_live(agents: &[Agent], &(key, a, m): &AvailEntry) -> bool {
+    let agent = &agents[a as usize];
+    agent.indexed && agent.members[m as usize].key == Some(key)
 }
 
 impl Contact {
