@@ -223,11 +223,13 @@ impl Engine {
                     .requirement
                     .as_ref()
                     .is_none_or(|r| r.eval(&levels, 0));
+                let score = queue.requirement.as_ref().map_or(0, |r| r.score(&levels));
                 members.push(Member {
                     queue: q,
                     order: m.order,
                     weight: m.weight,
                     fits,
+                    score,
                     key: None,
                     handled: 0,
                     talk_ms: 0,
@@ -400,11 +402,7 @@ impl Engine {
             Strategy::FewestContacts => (u128::from(member.handled) << 64) | idle,
             Strategy::LeastTalkTime => (u128::from(member.talk_ms) << 64) | idle,
             Strategy::BestSkillMatch => {
-                let score = queue
-                    .requirement
-                    .as_ref()
-                    .map_or(0, |r| r.score(&agent.levels));
-                (u128::from(u32::MAX - score) << 96) | least_loaded_longest_idle
+                (u128::from(u32::MAX - member.score) << 96) | least_loaded_longest_idle
             }
             Strategy::Random => u128::from(self.rng.random::<u64>()) << 64,
             Strategy::WeightedRandom => {
@@ -1727,12 +1725,20 @@ impl Engine {
         let mut stale = std::mem::take(&mut self.stale);
         let found = self.contacts.get(&c).and_then(|contact| {
             let queue = self.q(q);
+            // A plain contact needs no per-agent expression check: the member's `fits`
+            // says whether the agent meets the queue's requirement.
+            let plain = contact.plain_in(q);
             let mut ok = |e: &&AvailEntry| {
                 if !entry_live(&self.agents, e) {
                     stale.push(**e);
                     return false;
                 }
-                self.eligible(e.1, contact)
+                let agent = self.a(e.1);
+                if plain {
+                    agent.members[e.2 as usize].fits && agent.has_room(contact.channel)
+                } else {
+                    self.eligible(e.1, contact)
+                }
             };
             if queue.strategy == Strategy::RoundRobin
                 && let Some(last) = queue.rr_last
@@ -1762,15 +1768,19 @@ impl Engine {
             }
             let mut best: Option<(CandidateScore, ContactId, u32)> = None;
             let agent = self.a(a);
+            let room = Channel::ALL.map(|ch| agent.has_room(ch));
             for m in &agent.members {
                 let queue = self.q(m.queue);
+                if queue.waiting.is_empty() {
+                    continue;
+                }
                 // The queue's first contact this agent may take: the earliest head of the
                 // plain lists it fits and has room for, unless a special contact before it
                 // is eligible. Only special contacts are checked one by one.
                 let mut first: Option<(WaitKey, ContactId)> = None;
                 if m.fits {
                     for ch in Channel::ALL {
-                        if !agent.has_room(ch) {
+                        if !room[ch.index()] {
                             continue;
                         }
                         if let Some((&key, &id)) = queue.plain[ch.index()].first_key_value()

@@ -89,6 +89,9 @@ pub(crate) struct Member {
     pub weight: u32,
     /// The agent meets the queue's own requirement unrelaxed (fixed by the configuration).
     pub fits: bool,
+    /// The agent's best-skill-match score for the queue's requirement (fixed by the
+    /// configuration, so computed once).
+    pub score: u32,
     /// The key of the agent's live entry in the queue's `available` set while the agent
     /// is indexed; afterwards the key it last had there (its entry is then stale).
     pub key: Option<u128>,
