@@ -6,6 +6,8 @@
 //!
 //! Run: `cargo bench -p crm-api --bench crm_http` (env: `RATE` req/s, default 500;
 //! `SECS`, default 20; `CUSTOMERS`, default 2000; `DB` = `sqlite` (default) or a postgres URL).
+// A measuring program, not library code: any failure (setup, a refused request) must stop the
+// run loudly rather than skew the numbers, so unwrap is the intended behaviour here.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use hdrhistogram::Histogram;

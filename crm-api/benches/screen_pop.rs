@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench -p crm-api --bench screen_pop` (env: `POPS`, default 5000; `RATE` pops/s,
 //! default 100; `AGENTS` connected agents, default 50).
+// A measuring program, not library code: any failure (setup, a refused request) must stop the
+// run loudly rather than skew the numbers, so unwrap is the intended behaviour here.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use futures_util::StreamExt;

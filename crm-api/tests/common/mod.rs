@@ -37,8 +37,15 @@ macro_rules! both_backends {
                 #[tokio::test]
                 async fn $name() {
                     if let Some(db) = $crate::common::TestDb::postgres(stringify!($name)).await {
-                        super::$name(&db).await;
+                        // drop the schema even when the test fails
+                        let res = futures_util::FutureExt::catch_unwind(
+                            std::panic::AssertUnwindSafe(super::$name(&db)),
+                        )
+                        .await;
                         db.finish().await;
+                        if let Err(panic) = res {
+                            std::panic::resume_unwind(panic);
+                        }
                     }
                 }
             )*
