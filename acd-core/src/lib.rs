@@ -39,7 +39,13 @@
 //! dense index, each queue keeps its waiting contacts ordered by (priority desc, entry
 //! time, sequence) and an ordered index of its available members keyed by its strategy
 //! (idle-since, order, random key…). A contact arriving looks at its queue's agent index;
-//! an agent becoming free looks at the heads of its own queues' waiting lists.
+//! an agent becoming free looks at the heads of its own queues' waiting lists. Those lists
+//! are split so the freed agent's look stays short in deep queues: *plain* contacts (no
+//! requirement of their own, unrelaxed, in their home queue) per channel, where only the
+//! head can matter because the member's fit for the queue's requirement is precomputed,
+//! and *special* ones, checked one by one. The agent index drops busy agents lazily (their
+//! entries go stale and are removed when a search meets them), so an agent going busy
+//! touches none of its 5–20 queues.
 //!
 //! Each input marks the agents and contacts it changed as dirty; before returning, the
 //! engine settles: dirty agents first (a freed agent takes the best waiting contact of its
@@ -51,7 +57,10 @@
 //! Rules worth knowing: a contact whose offer fails goes back to its place (same key); a
 //! contact transferred by an agent is not offered back to that agent while the agent is
 //! still in wrap-up for it; deadlines live in a heap with lazy deletion (each is checked
-//! against current state when it fires).
+//! against current state when it fires). Business hours and the no-agents action apply to
+//! waiting contacts too: when a queue's open range ends (a timer per queue while contacts
+//! wait) or its last agent logs out, its waiting contacts leave with `Action::Overflow` to
+//! the closed or no-agents action.
 #![forbid(unsafe_code)]
 
 pub mod config;
