@@ -7,7 +7,10 @@
 //! design in which exactly one node owns a tenant's engine. The engine's state is soft: a
 //! restarted task rebuilds it from the stored configuration plus what the SIP side reports.
 //!
-//! Outputs today: queue-log rows are persisted through crm-api's store (in one transaction per
+//! Outputs today: queue-log rows are persisted through crm-api's store by one writer task that
+//! batches whatever has accumulated into one transaction, so an engine never waits for a disk
+//! write between two routing decisions (at 1,000 calls/s a commit per drained batch made the
+//! engines fall seconds behind); previously: in one transaction per
 //! drained batch); every action is published on a broadcast channel for the SIP side to act on.
 
 use std::collections::HashMap;
@@ -39,7 +42,7 @@ pub fn now() -> Timestamp {
 
 /// Routes commands to per-tenant engine tasks, starting a task on a tenant's first config.
 pub struct RoutingHost {
-    store: Store,
+    log: mpsc::UnboundedSender<QueueLogEntry>,
     tenants: HashMap<TenantId, mpsc::Sender<Command>>,
     actions: broadcast::Sender<(TenantId, Action)>,
 }
@@ -48,8 +51,10 @@ impl RoutingHost {
     /// A host persisting queue-log rows to `store`.
     pub fn new(store: Store) -> Self {
         let (actions, _) = broadcast::channel(4096);
+        let (log, rows) = mpsc::unbounded_channel();
+        tokio::spawn(write_queue_log(store, rows));
         Self {
-            store,
+            log,
             tenants: HashMap::new(),
             actions,
         }
@@ -74,7 +79,7 @@ impl RoutingHost {
                     tenant,
                     engine,
                     rx,
-                    self.store.clone(),
+                    self.log.clone(),
                     self.actions.clone(),
                 ));
                 self.tenants.insert(tenant, tx);
@@ -104,7 +109,7 @@ async fn drive(
     tenant: TenantId,
     mut engine: Engine,
     mut commands: mpsc::Receiver<Command>,
-    store: Store,
+    log: mpsc::UnboundedSender<QueueLogEntry>,
     actions: broadcast::Sender<(TenantId, Action)>,
 ) {
     loop {
@@ -130,30 +135,43 @@ async fn drive(
             },
             () = tokio::time::sleep(sleep) => engine.handle_timeout(now()),
         }
-        drain(tenant, &mut engine, &store, &actions).await;
+        drain(tenant, &mut engine, &log, &actions);
     }
     tracing::info!(%tenant, "routing engine stopped");
 }
 
 /// The drain rule: after every input, take actions until there are none.
-async fn drain(
+fn drain(
     tenant: TenantId,
     engine: &mut Engine,
-    store: &Store,
+    log: &mpsc::UnboundedSender<QueueLogEntry>,
     actions: &broadcast::Sender<(TenantId, Action)>,
 ) {
-    let mut log = Vec::new();
     while let Some(action) = engine.poll_action() {
         if let Action::QueueLog(event) = &action {
-            log.push(queue_log_entry(tenant, event));
+            // The writer only stops when the runtime does.
+            let _ = log.send(queue_log_entry(tenant, event));
         }
         // Nobody listening (no SIP side yet) is not an error.
         let _ = actions.send((tenant, action));
     }
-    if !log.is_empty()
-        && let Err(e) = store.append_queue_log(&log).await
-    {
-        tracing::error!(%tenant, rows = log.len(), "cannot persist queue-log rows: {e}");
+}
+
+/// Persists queue-log rows: waits for one, takes every row already queued behind it (up to a
+/// bound), writes them in one transaction, repeats.
+async fn write_queue_log(store: Store, mut rows: mpsc::UnboundedReceiver<QueueLogEntry>) {
+    const MAX_BATCH: usize = 2000;
+    while let Some(first) = rows.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rows.try_recv() {
+                Ok(row) => batch.push(row),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = store.append_queue_log(&batch).await {
+            tracing::error!(rows = batch.len(), "cannot persist queue-log rows: {e}");
+        }
     }
 }
 
