@@ -43,9 +43,7 @@
 //! are split so the freed agent's look stays short in deep queues: *plain* contacts (no
 //! requirement of their own, unrelaxed, in their home queue) per channel, where only the
 //! head can matter because the member's fit for the queue's requirement is precomputed,
-//! and *special* ones, checked one by one. The agent index drops busy agents lazily (their
-//! entries go stale and are removed when a search meets them), so an agent going busy
-//! touches none of its 5–20 queues.
+//! and *special* ones, checked one by one.
 //!
 //! Each input marks the agents and contacts it changed as dirty; before returning, the
 //! engine settles: dirty agents first (a freed agent takes the best waiting contact of its

@@ -33,7 +33,6 @@ use crate::stats::{TimePerState, estimated_wait_ms};
 
 use state::{
     Agent, AvailEntry, Contact, FastMap, Member, Offer, Phase, Queue, Step, Timer, WaitKey, WrapUp,
-    entry_live,
 };
 
 /// How often a refused or overflowed contact may be sent on to another queue in one go;
@@ -100,8 +99,6 @@ pub struct Engine {
     actions: VecDeque<Action>,
     dirty_contacts: Vec<ContactId>,
     dirty_agents: Vec<u32>,
-    /// Scratch list of stale available-set entries met by a search (kept for its buffer).
-    stale: Vec<AvailEntry>,
 }
 
 fn compile_expr(expr: &SkillExpr, skills: &FastMap<SkillId, u32>) -> CompiledExpr {
@@ -280,7 +277,6 @@ impl Engine {
             actions: VecDeque::new(),
             dirty_contacts: Vec::new(),
             dirty_agents: Vec::new(),
-            stale: Vec::new(),
         })
     }
 
@@ -422,27 +418,25 @@ impl Engine {
     }
 
     fn index_agent(&mut self, a: u32) {
-        // Setting the new keys first makes every older entry of this agent stale.
-        self.am(a).indexed = true;
         for m in 0..self.a(a).members.len() {
             let key = self.member_key(a, m);
             let q = self.a(a).members[m].queue;
+            self.qm(q).available.insert((key, a, m as u32));
             self.am(a).members[m].key = Some(key);
-            // Same key as a stale entry (static keys: round-robin, linear): the insert
-            // finds it and revives it.
-            let queue = &mut self.queues[q as usize];
-            queue.available.insert((key, a, m as u32));
-            if queue.available.len() > 2 * queue.members.len() + 16 {
-                let agents = &self.agents;
-                queue.available.retain(|e| entry_live(agents, e));
-            }
         }
         let agent = self.am(a);
+        agent.indexed = true;
         agent.indexed_load = agent.total_active();
     }
 
-    /// Leaves the available sets lazily: the entries go stale (see `Queue::available`).
     fn unindex_agent(&mut self, a: u32) {
+        for m in 0..self.a(a).members.len() {
+            let member = &mut self.agents[a as usize].members[m];
+            if let Some(key) = member.key.take() {
+                let q = member.queue;
+                self.qm(q).available.remove(&(key, a, m as u32));
+            }
+        }
         self.am(a).indexed = false;
     }
 
@@ -1693,11 +1687,8 @@ impl Engine {
         if self.q(home).strategy == Strategy::RingAll {
             let mut chosen: Vec<(u32, u32)> = Vec::new();
             for &q in &contact.listed_in {
-                for e @ &(_, a, _) in &self.q(q).available {
-                    if entry_live(&self.agents, e)
-                        && self.eligible(a, contact)
-                        && !chosen.iter().any(|(x, _)| *x == a)
-                    {
+                for &(_, a, _) in &self.q(q).available {
+                    if self.eligible(a, contact) && !chosen.iter().any(|(x, _)| *x == a) {
                         chosen.push((a, q));
                     }
                 }
@@ -1719,44 +1710,31 @@ impl Engine {
         }
     }
 
-    /// The first live, eligible entry of queue `q`'s available set in strategy order;
-    /// stale entries met on the way are dropped.
-    fn pick_agent(&mut self, q: u32, c: ContactId) -> Option<u32> {
-        let mut stale = std::mem::take(&mut self.stale);
-        let found = self.contacts.get(&c).and_then(|contact| {
-            let queue = self.q(q);
-            // A plain contact needs no per-agent expression check: the member's `fits`
-            // says whether the agent meets the queue's requirement.
-            let plain = contact.plain_in(q);
-            let mut ok = |e: &&AvailEntry| {
-                if !entry_live(&self.agents, e) {
-                    stale.push(**e);
-                    return false;
-                }
-                let agent = self.a(e.1);
-                if plain {
-                    agent.members[e.2 as usize].fits && agent.has_room(contact.channel)
-                } else {
-                    self.eligible(e.1, contact)
-                }
-            };
-            if queue.strategy == Strategy::RoundRobin
-                && let Some(last) = queue.rr_last
-            {
-                use std::ops::Bound::{Excluded, Unbounded};
-                let top = (last, u32::MAX, u32::MAX);
-                let after = queue.available.range((Excluded(top), Unbounded));
-                let before = queue.available.range(..=top);
-                return after.chain(before).find(&mut ok).map(|e| e.1);
+    /// The first eligible entry of queue `q`'s available set in strategy order.
+    fn pick_agent(&self, q: u32, c: ContactId) -> Option<u32> {
+        let contact = self.contacts.get(&c)?;
+        let queue = self.q(q);
+        // A plain contact needs no per-agent expression check: the member's `fits` says
+        // whether the agent meets the queue's requirement.
+        let plain = contact.plain_in(q);
+        let ok = |e: &&AvailEntry| {
+            let agent = self.a(e.1);
+            if plain {
+                agent.members[e.2 as usize].fits && agent.has_room(contact.channel)
+            } else {
+                self.eligible(e.1, contact)
             }
-            queue.available.iter().find(&mut ok).map(|e| e.1)
-        });
-        let queue = &mut self.queues[q as usize];
-        for e in stale.drain(..) {
-            queue.available.remove(&e);
+        };
+        if queue.strategy == Strategy::RoundRobin
+            && let Some(last) = queue.rr_last
+        {
+            use std::ops::Bound::{Excluded, Unbounded};
+            let top = (last, u32::MAX, u32::MAX);
+            let after = queue.available.range((Excluded(top), Unbounded));
+            let before = queue.available.range(..=top);
+            return after.chain(before).find(ok).map(|e| e.1);
         }
-        self.stale = stale;
-        found
+        queue.available.iter().find(ok).map(|e| e.1)
     }
 
     /// Offers the best waiting contact across the agent's queues, while it has room.

@@ -62,10 +62,9 @@ pub(crate) struct Queue {
     pub plain: [BTreeMap<WaitKey, ContactId>; 4],
     pub special: BTreeMap<WaitKey, ContactId>,
     /// Available members in strategy order: (strategy key, agent index, member index in
-    /// the agent's `members`). Removal is lazy: an entry is *live* only while the agent is
-    /// indexed and the member's `key` still equals the entry's key ([`entry_live`]); stale
-    /// entries are dropped when a search meets them or when the set grows past twice the
-    /// queue's members. A busy agent thus costs nothing here until it comes back.
+    /// the agent's `members`). Removal is eager: lazy removal (stale entries skipped by
+    /// searches) was measured and executed more instructions and missed the cache more
+    /// (BENCHMARKS.md, "Routing engine").
     pub available: BTreeSet<AvailEntry>,
     pub members: Vec<u32>,
     /// Contacts whose home is this queue: waiting (incl. callbacks) and ringing.
@@ -92,8 +91,7 @@ pub(crate) struct Member {
     /// The agent's best-skill-match score for the queue's requirement (fixed by the
     /// configuration, so computed once).
     pub score: u32,
-    /// The key of the agent's live entry in the queue's `available` set while the agent
-    /// is indexed; afterwards the key it last had there (its entry is then stale).
+    /// The key under which the agent sits in the queue's `available` set, if it does.
     pub key: Option<u128>,
     pub handled: u64,
     pub talk_ms: u64,
@@ -130,12 +128,6 @@ pub(crate) struct Agent {
 
 /// An entry of a queue's available set: (strategy key, agent, member index).
 pub(crate) type AvailEntry = (u128, u32, u32);
-
-/// Whether an available-set entry still stands for an available agent (lazy removal).
-pub(crate) fn entry_live(agents: &[Agent], &(key, a, m): &AvailEntry) -> bool {
-    let agent = &agents[a as usize];
-    agent.indexed && agent.members[m as usize].key == Some(key)
-}
 
 impl Contact {
     /// Whether the contact is *plain* in queue `q`'s lists: there, only the queue's own
