@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod provision;
 mod routing_host;
 mod serve;
 mod simulate;
@@ -37,6 +38,8 @@ enum Command {
     /// What-if simulation: run a routing configuration against simulated traffic and compare
     /// service level, ASA, AHT and abandon rate with the Erlang C prediction.
     Simulate(simulate::SimulateArgs),
+    /// Apply a routing file (queues, skills, agents, hours, DIDs) to a tenant in the database.
+    Provision(provision::ProvisionArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, demo } => serve::run(config.as_deref(), demo),
         Command::Simulate(args) => simulate::run(args),
+        Command::Provision(args) => provision::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,7 +29,7 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n",
+                "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[sip.listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:0\"\n[rtp]\nport_min = 42200\nport_max = 42299\n[log]\nlevel = \"info\"\n",
                 dir.join("data").display()
             ),
         )
