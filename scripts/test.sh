@@ -3,7 +3,7 @@
 #
 #   sudo scripts/test.sh          (as root it installs the Debian packages it needs)
 #
-# Steps: install SIPp (sip-tester), baresip, sox when missing; make sure PostgreSQL is
+# Steps: install SIPp (Debian package sip-tester) when missing; make sure PostgreSQL is
 # reachable (start the local cluster if it is installed but stopped); then cargo fmt --check,
 # cargo clippy -D warnings, and every test of the workspace (cargo-nextest when present).
 # The PostgreSQL tests use ZENTRALE_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/test).
@@ -17,8 +17,6 @@ say() { printf '\n==> %s\n' "$*"; }
 # --- 1. Debian packages the end-to-end tests drive -------------------------------------------
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
-command -v baresip >/dev/null 2>&1 || need+=(baresip)
-command -v sox >/dev/null 2>&1 || need+=(sox)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     say "installing ${need[*]}"
