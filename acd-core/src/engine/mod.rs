@@ -1687,7 +1687,7 @@ impl Engine {
         if self.q(home).strategy == Strategy::RingAll {
             let mut chosen: Vec<(u32, u32)> = Vec::new();
             for &q in &contact.listed_in {
-                for &(_, a, _) in &self.q(q).available {
+                for &(_, a, _) in self.q(q).available.iter() {
                     if self.eligible(a, contact) && !chosen.iter().any(|(x, _)| *x == a) {
                         chosen.push((a, q));
                     }
@@ -1728,11 +1728,8 @@ impl Engine {
         if queue.strategy == Strategy::RoundRobin
             && let Some(last) = queue.rr_last
         {
-            use std::ops::Bound::{Excluded, Unbounded};
             let top = (last, u32::MAX, u32::MAX);
-            let after = queue.available.range((Excluded(top), Unbounded));
-            let before = queue.available.range(..=top);
-            return after.chain(before).find(ok).map(|e| e.1);
+            return queue.available.after_then_before(top).find(ok).map(|e| e.1);
         }
         queue.available.iter().find(ok).map(|e| e.1)
     }
