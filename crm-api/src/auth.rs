@@ -14,6 +14,10 @@
 //! key has exactly its scopes (one scope per perm). Every handler asks [`Principal::require`]
 //! before touching data, and every query is filtered by the principal's tenant — an id from
 //! another tenant is "not found", never "forbidden", so ids do not leak across tenants.
+//!
+//! Users and service providers are never deleted (the timeline and the audit log refer to
+//! them): they are deactivated, which ends their logins and sessions at once. A tenant always
+//! keeps at least one active admin.
 
 use crate::error::{ApiError, ApiJson, StoreError};
 use crate::ids::{ApiKeyId, ProviderId, TenantId, UserId};
@@ -326,7 +330,8 @@ impl PrincipalRow {
 const PRINCIPAL_SELECT: &str = "SELECT u.id AS user_id, u.tenant_id, u.username, u.role, u.agent, \
     u.provider_id, sp.released_queues, sp.released_functions, s.expires_at \
     FROM sessions s JOIN users u ON u.id = s.user_id \
-    LEFT JOIN service_providers sp ON sp.id = u.provider_id WHERE s.token_hash = $1";
+    LEFT JOIN service_providers sp ON sp.id = u.provider_id WHERE s.token_hash = $1 \
+    AND u.active = $2 AND (sp.id IS NULL OR sp.active = $2)";
 
 #[derive(sqlx::FromRow)]
 struct ApiKeyRow {
@@ -370,6 +375,7 @@ pub async fn principal_for_token(
     let row = with_pool!(store, |p| {
         sqlx::query_as::<_, PrincipalRow>(PRINCIPAL_SELECT)
             .bind(&hash)
+            .bind(true)
             .fetch_optional(p)
             .await?
     });
@@ -413,8 +419,9 @@ fn request_token(parts: &Parts) -> Option<String> {
 }
 
 /// How long a resolved credential is trusted from memory before the database is asked again.
-/// Logout and API-key revocation drop cache entries at once; this only bounds how long other
-/// changes made directly in the database take to be seen.
+/// Logout, API-key revocation and changes of users and service providers through the API drop
+/// cache entries at once; this only bounds how long changes made directly in the database take
+/// to be seen.
 pub const PRINCIPAL_CACHE_TTL: Duration = Duration::seconds(10);
 
 impl FromRequestParts<AppState> for Principal {
@@ -547,14 +554,19 @@ pub async fn login(
     }
     let store = state.store();
     let rows = with_pool!(store, |p| {
+        // Deactivated users, and users of a deleted service provider, log in like unknown ones.
         let mut sql = "SELECT u.id, u.tenant_id, u.password_hash, u.totp_secret FROM users u \
-                       JOIN tenants t ON t.id = u.tenant_id WHERE u.username = $1"
+                       JOIN tenants t ON t.id = u.tenant_id \
+                       LEFT JOIN service_providers sp ON sp.id = u.provider_id \
+                       WHERE u.username = $1 AND u.active = $2 \
+                       AND (sp.id IS NULL OR sp.active = $2)"
             .to_owned();
         if req.tenant.is_some() {
-            sql.push_str(" AND t.slug = $2");
+            sql.push_str(" AND t.slug = $3");
         }
-        let mut q =
-            sqlx::query_as::<_, LoginRow>(sqlx::AssertSqlSafe(sql.as_str())).bind(&req.username);
+        let mut q = sqlx::query_as::<_, LoginRow>(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(&req.username)
+            .bind(true);
         if let Some(t) = &req.tenant {
             q = q.bind(t);
         }
@@ -760,6 +772,8 @@ pub struct User {
     pub provider_id: Option<String>,
     /// Routing agent name.
     pub agent: Option<String>,
+    /// Deactivated users cannot log in; their history stays.
+    pub active: bool,
 }
 
 /// New user.
@@ -824,11 +838,14 @@ pub async fn create_user(
     }
     if let Some(p) = u.provider_id {
         let found: Option<(String,)> = with_pool!(store, |pool| {
-            sqlx::query_as("SELECT id FROM service_providers WHERE id = $1 AND tenant_id = $2")
-                .bind(p.as_text())
-                .bind(tenant.as_text())
-                .fetch_optional(pool)
-                .await?
+            sqlx::query_as(
+                "SELECT id FROM service_providers WHERE id = $1 AND tenant_id = $2 AND active = $3",
+            )
+            .bind(p.as_text())
+            .bind(tenant.as_text())
+            .bind(true)
+            .fetch_optional(pool)
+            .await?
         });
         if found.is_none() {
             return Err(ApiError::validation(
@@ -876,7 +893,7 @@ pub async fn list_users(
     who.require(Perm::UsersAdmin)?;
     let rows = with_pool!(state.store(), |p| {
         sqlx::query_as::<_, User>(
-            "SELECT id, username, display_name, role, provider_id, agent FROM users \
+            "SELECT id, username, display_name, role, provider_id, agent, active FROM users \
              WHERE tenant_id = $1 ORDER BY id",
         )
         .bind(who.tenant.as_text())
@@ -903,6 +920,7 @@ pub async fn post_user(
         role: u.role.as_str().to_owned(),
         provider_id: u.provider_id.map(|p| p.as_text()),
         agent: u.agent.clone(),
+        active: true,
     };
     state
         .audit(
@@ -1165,9 +1183,10 @@ pub async fn list_providers(
     let rows = with_pool!(state.store(), |p| {
         sqlx::query_as::<_, ProviderRow>(
             "SELECT id, name, released_queues, released_functions FROM service_providers \
-             WHERE tenant_id = $1 ORDER BY id",
+             WHERE tenant_id = $1 AND active = $2 ORDER BY id",
         )
         .bind(who.tenant.as_text())
+        .bind(true)
         .fetch_all(p)
         .await?
     });
@@ -1181,6 +1200,397 @@ pub async fn list_providers(
             })
             .collect(),
     ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changing and deactivating users
+
+/// A change of a user; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    /// Display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Role.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// The routing agent this user is; `""` removes it.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// A new password (at least 8 characters); ends the user's other sessions.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `false` deactivates: logins and existing sessions stop working at once.
+    #[serde(default)]
+    pub active: Option<bool>,
+}
+
+async fn user_in_tenant(
+    store: &Store,
+    tenant: TenantId,
+    id: UserId,
+) -> Result<Option<User>, StoreError> {
+    Ok(with_pool!(store, |p| {
+        sqlx::query_as::<_, User>(
+            "SELECT id, username, display_name, role, provider_id, agent, active FROM users \
+             WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(id.as_text())
+        .bind(tenant.as_text())
+        .fetch_optional(p)
+        .await?
+    }))
+}
+
+/// `Conflict` when `before` → `after` would leave the tenant without an active admin.
+async fn keep_an_active_admin(
+    store: &Store,
+    tenant: TenantId,
+    before: &User,
+    after: &User,
+) -> Result<(), ApiError> {
+    let admin = Role::Admin.as_str();
+    let was_admin = before.active && before.role == admin;
+    let stays_admin = after.active && after.role == admin;
+    if !was_admin || stays_admin {
+        return Ok(());
+    }
+    let (others,): (i64,) = with_pool!(store, |p| {
+        sqlx::query_as(
+            "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND role = $2 AND active = $3 \
+             AND id <> $4",
+        )
+        .bind(tenant.as_text())
+        .bind(admin)
+        .bind(true)
+        .bind(&before.id)
+        .fetch_one(p)
+        .await?
+    });
+    if others == 0 {
+        return Err(ApiError::conflict(
+            if after.active { "role" } else { "active" },
+            "this is the last active admin of the tenant; make another user admin first",
+        ));
+    }
+    Ok(())
+}
+
+async fn change_user(
+    state: &AppState,
+    who: &Principal,
+    id: UserId,
+    patch: UserPatch,
+) -> Result<User, ApiError> {
+    who.require(Perm::UsersAdmin)?;
+    let store = state.store();
+    let before = user_in_tenant(store, who.tenant, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut after = User {
+        id: before.id.clone(),
+        username: before.username.clone(),
+        display_name: before.display_name.clone(),
+        role: before.role.clone(),
+        provider_id: before.provider_id.clone(),
+        agent: before.agent.clone(),
+        active: before.active,
+    };
+    if let Some(d) = patch.display_name {
+        if d.is_empty() || d.len() > 200 {
+            return Err(ApiError::validation(
+                "display_name",
+                "must be 1..200 characters",
+            ));
+        }
+        after.display_name = d;
+    }
+    if let Some(r) = patch.role {
+        after.role = r.as_str().to_owned();
+    }
+    if let Some(a) = patch.agent {
+        if a.is_empty() {
+            after.agent = None;
+        } else {
+            validate_name("agent", &a)?;
+            after.agent = Some(a);
+        }
+    }
+    if let Some(a) = patch.active {
+        after.active = a;
+    }
+    let hash = match &patch.password {
+        None => None,
+        Some(pw) => {
+            if pw.chars().count() < 8 || pw.len() > 1024 {
+                return Err(ApiError::validation(
+                    "password",
+                    "must be 8..1024 characters",
+                ));
+            }
+            Some(hash_password(pw, store.hash_cost()).await?)
+        }
+    };
+    keep_an_active_admin(store, who.tenant, &before, &after).await?;
+    with_pool!(store, |p| {
+        sqlx::query(
+            "UPDATE users SET display_name = $1, role = $2, agent = $3, active = $4, \
+             password_hash = COALESCE($5, password_hash) WHERE id = $6 AND tenant_id = $7",
+        )
+        .bind(&after.display_name)
+        .bind(&after.role)
+        .bind(&after.agent)
+        .bind(after.active)
+        .bind(&hash)
+        .bind(id.as_text())
+        .bind(who.tenant.as_text())
+        .execute(p)
+        .await?;
+    });
+    // A deactivated user loses every session; a new password ends all sessions but the
+    // caller's own (an admin resetting their own password stays logged in).
+    if !after.active || hash.is_some() {
+        let keep = who.session_hash.clone().unwrap_or_default();
+        with_pool!(store, |p| {
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND (token_hash <> $2 OR $3)")
+                .bind(id.as_text())
+                .bind(&keep)
+                .bind(!after.active)
+                .execute(p)
+                .await?;
+        });
+    }
+    state.forget_user(id);
+    let action = match (before.active, after.active) {
+        (true, false) => "deactivate",
+        (false, true) => "reactivate",
+        _ => "update",
+    };
+    let mut after_audit = serde_json::json!(after);
+    if hash.is_some() {
+        after_audit["password_changed"] = serde_json::json!(true);
+    }
+    state
+        .audit(
+            who,
+            "user",
+            &after.id,
+            action,
+            Some(serde_json::json!(before)),
+            Some(after_audit),
+        )
+        .await?;
+    Ok(after)
+}
+
+/// Changes a user: display name, role, agent, password, active.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "admin", request_body = UserPatch,
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, body = User), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn patch_user(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<UserPatch>,
+) -> Result<axum::Json<User>, ApiError> {
+    who.require(Perm::UsersAdmin)?;
+    let id = UserId::parse(&id).ok_or(ApiError::NotFound)?;
+    change_user(&state, &who, id, patch).await.map(axum::Json)
+}
+
+/// Deactivates a user (rows referenced by the timeline and audit log are kept).
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "admin",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    who.require(Perm::UsersAdmin)?;
+    let id = UserId::parse(&id).ok_or(ApiError::NotFound)?;
+    let patch = UserPatch {
+        active: Some(false),
+        ..UserPatch::default()
+    };
+    change_user(&state, &who, id, patch).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changing and ending service providers
+
+/// A change of a service provider; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderPatch {
+    /// Partner organisation name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Queue names its users may work in and see.
+    #[serde(default)]
+    pub released_queues: Option<Vec<String>>,
+    /// Functions its users may use: customers, tickets, routing (read), reports.
+    #[serde(default)]
+    pub released_functions: Option<Vec<String>>,
+}
+
+fn validate_release(queues: &[String], functions: &[String]) -> Result<(), ApiError> {
+    for (i, f) in functions.iter().enumerate() {
+        if !RELEASABLE_FUNCTIONS.contains(&f.as_str()) {
+            return Err(ApiError::validation(
+                format!("released_functions[{i}]"),
+                format!("unknown function; releasable are {RELEASABLE_FUNCTIONS:?}"),
+            ));
+        }
+    }
+    for (i, q) in queues.iter().enumerate() {
+        validate_name(&format!("released_queues[{i}]"), q)?;
+    }
+    Ok(())
+}
+
+async fn active_provider(
+    store: &Store,
+    tenant: TenantId,
+    id: ProviderId,
+) -> Result<Option<ServiceProvider>, StoreError> {
+    let row = with_pool!(store, |p| {
+        sqlx::query_as::<_, ProviderRow>(
+            "SELECT id, name, released_queues, released_functions FROM service_providers \
+             WHERE id = $1 AND tenant_id = $2 AND active = $3",
+        )
+        .bind(id.as_text())
+        .bind(tenant.as_text())
+        .bind(true)
+        .fetch_optional(p)
+        .await?
+    });
+    Ok(row.map(|r| ServiceProvider {
+        id: ProviderId::parse(&r.id),
+        name: r.name,
+        released_queues: r.released_queues.0,
+        released_functions: r.released_functions.0,
+    }))
+}
+
+/// Changes a service provider's name or what is released to it; its users' rights change with
+/// their next request.
+#[utoipa::path(patch, path = "/api/v1/service-providers/{id}", tag = "admin",
+    request_body = ProviderPatch,
+    params(("id" = String, Path, description = "Service provider id")),
+    responses((status = 200, body = ServiceProvider), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody)))]
+pub async fn patch_provider(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<ProviderPatch>,
+) -> Result<axum::Json<ServiceProvider>, ApiError> {
+    who.require(Perm::UsersAdmin)?;
+    let id = ProviderId::parse(&id).ok_or(ApiError::NotFound)?;
+    let before = active_provider(state.store(), who.tenant, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let after = ServiceProvider {
+        id: Some(id),
+        name: patch.name.unwrap_or_else(|| before.name.clone()),
+        released_queues: patch
+            .released_queues
+            .unwrap_or_else(|| before.released_queues.clone()),
+        released_functions: patch
+            .released_functions
+            .unwrap_or_else(|| before.released_functions.clone()),
+    };
+    if after.name.is_empty() || after.name.len() > 200 {
+        return Err(ApiError::validation("name", "must be 1..200 characters"));
+    }
+    validate_release(&after.released_queues, &after.released_functions)?;
+    let res = with_pool!(state.store(), |p| {
+        sqlx::query(
+            "UPDATE service_providers SET name = $1, released_queues = $2, \
+             released_functions = $3 WHERE id = $4 AND tenant_id = $5",
+        )
+        .bind(&after.name)
+        .bind(Json(&after.released_queues))
+        .bind(Json(&after.released_functions))
+        .bind(id.as_text())
+        .bind(who.tenant.as_text())
+        .execute(p)
+        .await
+        .map(|_| ())
+    });
+    match res {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(ApiError::conflict(
+                "name",
+                "a provider with this name exists",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    state.forget_provider(id);
+    state
+        .audit(
+            &who,
+            "service_provider",
+            &id.as_text(),
+            "update",
+            Some(serde_json::json!(before)),
+            Some(serde_json::json!(after)),
+        )
+        .await?;
+    Ok(axum::Json(after))
+}
+
+/// Ends a service provider: its users lose access at once (the rows stay for the history).
+#[utoipa::path(delete, path = "/api/v1/service-providers/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Service provider id")),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_provider(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    who.require(Perm::UsersAdmin)?;
+    let id = ProviderId::parse(&id).ok_or(ApiError::NotFound)?;
+    let before = active_provider(state.store(), who.tenant, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    with_pool!(state.store(), |p| {
+        sqlx::query("UPDATE service_providers SET active = $1 WHERE id = $2 AND tenant_id = $3")
+            .bind(false)
+            .bind(id.as_text())
+            .bind(who.tenant.as_text())
+            .execute(p)
+            .await?;
+        sqlx::query(
+            "DELETE FROM sessions WHERE user_id IN \
+             (SELECT id FROM users WHERE provider_id = $1 AND tenant_id = $2)",
+        )
+        .bind(id.as_text())
+        .bind(who.tenant.as_text())
+        .execute(p)
+        .await?;
+    });
+    state.forget_provider(id);
+    state
+        .audit(
+            &who,
+            "service_provider",
+            &id.as_text(),
+            "delete",
+            Some(serde_json::json!(before)),
+            None,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 impl Principal {

@@ -90,6 +90,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::list_api_keys, auth::post_api_key))
         .routes(routes!(auth::revoke_api_key))
         .routes(routes!(auth::list_providers, auth::post_provider))
+        .routes(routes!(auth::patch_user, auth::delete_user))
+        .routes(routes!(auth::patch_provider, auth::delete_provider))
         .routes(routes!(events::events_ws))
         .routes(routes!(customers::list_customers, customers::post_customer))
         .routes(routes!(customers::lookup_customer))

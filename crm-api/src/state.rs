@@ -110,6 +110,21 @@ impl AppState {
         self.inner.principals.remove(hash);
     }
 
+    /// Drops cached credentials of `user`, so that a role change or deactivation applies to
+    /// the next request rather than after [`crate::auth::PRINCIPAL_CACHE_TTL`].
+    pub(crate) fn forget_user(&self, user: crate::ids::UserId) {
+        self.inner
+            .principals
+            .retain(|_, (p, _)| p.user != Some(user));
+    }
+
+    /// Drops cached credentials of the users of `provider` (its release changed or it ended).
+    pub(crate) fn forget_provider(&self, provider: crate::ids::ProviderId) {
+        self.inner
+            .principals
+            .retain(|_, (p, _)| p.release.as_ref().is_none_or(|r| r.provider != provider));
+    }
+
     pub(crate) fn forget_api_keys(&self) {
         self.inner.principals.retain(|_, (p, _)| p.scopes.is_none());
     }

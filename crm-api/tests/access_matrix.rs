@@ -66,6 +66,32 @@ async fn every_endpoint_denies_beyond_role_and_cross_tenant(db: &TestDb) {
         )
         .await;
     let tid = t["id"].as_str().unwrap().to_owned();
+    let (_, users) = api.get("/api/v1/users", &admin).await;
+    let uid = |name: &str| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (uid1, uid2) = (uid("agent1"), uid("agent2"));
+    let mut pids = Vec::new();
+    for name in ["Partner", "Partner2"] {
+        let (s, sp) = api
+            .post(
+                "/api/v1/service-providers",
+                &admin,
+                json!({"name": name, "released_queues": ["support"], "released_functions": ["customers"]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{sp}");
+        pids.push(sp["id"].as_str().unwrap().to_owned());
+    }
+    let (pid, pid2) = (pids[0].clone(), pids[1].clone());
 
     let (y, n) = (true, false);
     let eps = vec![
@@ -92,6 +118,30 @@ async fn every_endpoint_denies_beyond_role_and_cross_tenant(db: &TestDb) {
             Method::POST,
             "/api/v1/service-providers",
             Some(json!({"name": "P", "released_queues": [], "released_functions": []})),
+            [y, n, n, n],
+        ),
+        ep(
+            Method::PATCH,
+            format!("/api/v1/users/{uid2}"),
+            Some(json!({"display_name": "Agent Two", "role": "supervisor"})),
+            [y, n, n, n],
+        ),
+        ep(
+            Method::DELETE,
+            format!("/api/v1/users/{uid2}"),
+            None,
+            [y, n, n, n],
+        ),
+        ep(
+            Method::PATCH,
+            format!("/api/v1/service-providers/{pid}"),
+            Some(json!({"released_functions": ["customers", "tickets"]})),
+            [y, n, n, n],
+        ),
+        ep(
+            Method::DELETE,
+            format!("/api/v1/service-providers/{pid}"),
+            None,
             [y, n, n, n],
         ),
         ep(Method::GET, "/api/v1/custom-fields", None, [y, y, y, y]),
@@ -284,6 +334,22 @@ async fn every_endpoint_denies_beyond_role_and_cross_tenant(db: &TestDb) {
             None,
         ),
         (Method::DELETE, format!("/api/v1/api-keys/{kid}"), None),
+        (
+            Method::PATCH,
+            format!("/api/v1/users/{uid1}"),
+            Some(json!({"role": "admin", "active": false})),
+        ),
+        (Method::DELETE, format!("/api/v1/users/{uid1}"), None),
+        (
+            Method::PATCH,
+            format!("/api/v1/service-providers/{pid2}"),
+            Some(json!({"released_functions": ["customers", "tickets", "reports"]})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/service-providers/{pid2}"),
+            None,
+        ),
     ] {
         let (s, v, _) = api.call(m.clone(), &path, Some(&other_admin), body).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "other tenant {m} {path}: {v}");
@@ -343,4 +409,19 @@ async fn every_endpoint_denies_beyond_role_and_cross_tenant(db: &TestDb) {
     }
     let (_, still) = api.get(&format!("/api/v1/customers/{cid}"), &admin).await;
     assert_eq!(still["name"], "Acme customer");
+    let (s, me) = api.get("/api/v1/auth/me", &agent).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "agent1 untouched by the other tenant: {me}"
+    );
+    assert_eq!(me["role"], "agent");
+    let (_, sps) = api.get("/api/v1/service-providers", &admin).await;
+    let sp2 = sps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == pid2.as_str())
+        .unwrap_or_else(|| panic!("Partner2 still there: {sps}"));
+    assert_eq!(sp2["released_functions"], json!(["customers"]));
 }
