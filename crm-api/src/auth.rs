@@ -1243,40 +1243,6 @@ async fn user_in_tenant(
     }))
 }
 
-/// `Conflict` when `before` → `after` would leave the tenant without an active admin.
-async fn keep_an_active_admin(
-    store: &Store,
-    tenant: TenantId,
-    before: &User,
-    after: &User,
-) -> Result<(), ApiError> {
-    let admin = Role::Admin.as_str();
-    let was_admin = before.active && before.role == admin;
-    let stays_admin = after.active && after.role == admin;
-    if !was_admin || stays_admin {
-        return Ok(());
-    }
-    let (others,): (i64,) = with_pool!(store, |p| {
-        sqlx::query_as(
-            "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND role = $2 AND active = $3 \
-             AND id <> $4",
-        )
-        .bind(tenant.as_text())
-        .bind(admin)
-        .bind(true)
-        .bind(&before.id)
-        .fetch_one(p)
-        .await?
-    });
-    if others == 0 {
-        return Err(ApiError::conflict(
-            if after.active { "role" } else { "active" },
-            "this is the last active admin of the tenant; make another user admin first",
-        ));
-    }
-    Ok(())
-}
-
 async fn change_user(
     state: &AppState,
     who: &Principal,
@@ -1332,8 +1298,35 @@ async fn change_user(
             Some(hash_password(pw, store.hash_cost()).await?)
         }
     };
-    keep_an_active_admin(store, who.tenant, &before, &after).await?;
+    let admin = Role::Admin.as_str();
+    let removes_admin =
+        before.active && before.role == admin && !(after.active && after.role == admin);
     with_pool!(store, |p| {
+        let mut tx = p.begin().await?;
+        // The first write locks the tenant row (as routing changes do), so two admins demoting
+        // each other at once are serialised and the second sees the first's change.
+        sqlx::query("UPDATE tenants SET slug = slug WHERE id = $1")
+            .bind(who.tenant.as_text())
+            .execute(&mut *tx)
+            .await?;
+        if removes_admin {
+            let (others,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND role = $2 AND active = $3 \
+                 AND id <> $4",
+            )
+            .bind(who.tenant.as_text())
+            .bind(admin)
+            .bind(true)
+            .bind(&before.id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if others == 0 {
+                return Err(ApiError::conflict(
+                    if after.active { "role" } else { "active" },
+                    "this is the last active admin of the tenant; make another user admin first",
+                ));
+            }
+        }
         sqlx::query(
             "UPDATE users SET display_name = $1, role = $2, agent = $3, active = $4, \
              password_hash = COALESCE($5, password_hash) WHERE id = $6 AND tenant_id = $7",
@@ -1345,8 +1338,9 @@ async fn change_user(
         .bind(&hash)
         .bind(id.as_text())
         .bind(who.tenant.as_text())
-        .execute(p)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
     });
     // A deactivated user loses every session; a new password ends all sessions but the
     // caller's own (an admin resetting their own password stays logged in).

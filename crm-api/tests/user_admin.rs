@@ -15,6 +15,7 @@ both_backends!(
     the_last_active_admin_cannot_leave,
     bad_changes_are_refused,
     provider_changes_and_deletion_apply_at_once,
+    two_admins_demoting_each_other_leave_one_admin,
 );
 
 async fn user_id(db: &TestDb, admin: &str, username: &str) -> String {
@@ -359,4 +360,41 @@ async fn provider_changes_and_deletion_apply_at_once(db: &TestDb) {
         .map(|r| r["action"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(actions, ["create", "update", "delete"]);
+}
+
+/// An invariant check, not a race reproducer: the router calls interleave only at await
+/// points, and this passes without the tenant-row lock too. The lock in `change_user` is what
+/// serialises real concurrent requests on PostgreSQL.
+async fn two_admins_demoting_each_other_leave_one_admin(db: &TestDb) {
+    db.tenant("acme").await;
+    let admin = db.login("acme", "admin").await;
+    let api = db.api();
+    let a = user_id(db, &admin, "admin").await;
+    let b = user_id(db, &admin, "super").await;
+    let (s, v) = api
+        .patch(
+            &format!("/api/v1/users/{b}"),
+            &admin,
+            json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let second = db.login("acme", "super").await;
+    for _ in 0..5 {
+        let (pa, pb) = (format!("/api/v1/users/{b}"), format!("/api/v1/users/{a}"));
+        let ((sa, _), (sb, _)) = tokio::join!(
+            api.patch(&pa, &admin, json!({"active": false})),
+            api.patch(&pb, &second, json!({"active": false})),
+        );
+        assert!(
+            !(sa.is_success() && sb.is_success()),
+            "both admins deactivated each other: {sa} {sb}"
+        );
+        // whoever is left brings the other back for the next round
+        let (s, _) = api.patch(&pa, &admin, json!({"active": true})).await;
+        if !s.is_success() {
+            let (s, v) = api.patch(&pb, &second, json!({"active": true})).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+        }
+    }
 }
