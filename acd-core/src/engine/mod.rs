@@ -1592,30 +1592,7 @@ impl Engine {
                 self.actions
                     .push_back(Action::OfferCallback { contact, queue });
             }
-            Step::Overflow(target) => {
-                let wait_ms = now.ms_since(entered);
-                self.withdraw(now, contact, CancelReason::Withdrawn);
-                self.qm(q).counters.overflowed += 1;
-                self.log(
-                    now,
-                    Some(q),
-                    Some(contact),
-                    None,
-                    QueueLogKind::Overflow {
-                        target: target.clone(),
-                        wait_ms,
-                    },
-                );
-                let queue = self.q(q).id.clone();
-                self.actions.push_back(Action::Overflow {
-                    contact,
-                    queue,
-                    target: target.clone(),
-                });
-                if let Some(record) = self.contacts.remove(&contact) {
-                    self.redirect(now, record, target, 0);
-                }
-            }
+            Step::Overflow(target) => self.evict_one(now, q, contact, target),
         }
     }
 
