@@ -10,8 +10,8 @@
 //! Outputs today: queue-log rows are persisted through crm-api's store by one writer task that
 //! batches whatever has accumulated into one transaction, so an engine never waits for a disk
 //! write between two routing decisions (at 1,000 calls/s a commit per drained batch made the
-//! engines fall seconds behind); previously: in one transaction per
-//! drained batch); every action is published on a broadcast channel for the SIP side to act on.
+//! engines fall seconds behind). Every action is also published on a broadcast channel for
+//! the SIP side to act on.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1122,17 +1122,7 @@ pub async fn post_provider(
     if sp.name.is_empty() || sp.name.len() > 200 {
         return Err(ApiError::validation("name", "must be 1..200 characters"));
     }
-    for (i, f) in sp.released_functions.iter().enumerate() {
-        if !RELEASABLE_FUNCTIONS.contains(&f.as_str()) {
-            return Err(ApiError::validation(
-                format!("released_functions[{i}]"),
-                format!("unknown function; releasable are {RELEASABLE_FUNCTIONS:?}"),
-            ));
-        }
-    }
-    for (i, q) in sp.released_queues.iter().enumerate() {
-        validate_name(&format!("released_queues[{i}]"), q)?;
-    }
+    validate_release(&sp.released_queues, &sp.released_functions)?;
     let id = ProviderId::new();
     sp.id = Some(id);
     let res = with_pool!(state.store(), |p| {
