@@ -35,7 +35,8 @@ use uuid::Uuid;
 
 use super::model::{GatewayModel, ModelIndex};
 use crate::media::{
-    CallMedia, Leg, LegSetup, MediaError, MediaEvent, MediaSessionId, PayloadTypes,
+    AudioCommand, CallMedia, Leg, LegSetup, MediaError, MediaEvent, MediaSessionId, PayloadTypes,
+    PortPair,
 };
 use crate::sdp::{Codec, LocalMedia, SessionDescription};
 use crate::sip::auth::DigestServer;
@@ -66,6 +67,12 @@ pub trait MediaPort {
     fn update_leg(&mut self, id: MediaSessionId, leg: Leg, setup: LegSetup);
     /// Releases the call's ports.
     fn remove_call(&mut self, id: MediaSessionId);
+    /// Plays, mixes, detects or records (see [`crate::media::control`]).
+    fn audio(&mut self, id: MediaSessionId, cmd: AudioCommand);
+    /// Adds the third leg ([`Leg::C`]) and returns its ports.
+    fn add_leg(&mut self, id: MediaSessionId, setup: LegSetup) -> Result<PortPair, MediaError>;
+    /// Removes the third leg.
+    fn remove_leg(&mut self, id: MediaSessionId, leg: Leg);
 }
 
 impl MediaPort for Arc<crate::media::MediaRelay> {
@@ -80,6 +87,17 @@ impl MediaPort for Arc<crate::media::MediaRelay> {
     fn remove_call(&mut self, id: MediaSessionId) {
         // Already gone (relay shut down or removed by the worker) is what we want anyway.
         let _ = crate::media::MediaRelay::remove_call(self, id);
+    }
+    fn audio(&mut self, id: MediaSessionId, cmd: AudioCommand) {
+        if let Err(e) = crate::media::MediaRelay::audio(self, id, cmd) {
+            tracing::warn!(?id, "media command failed: {e}");
+        }
+    }
+    fn add_leg(&mut self, id: MediaSessionId, setup: LegSetup) -> Result<PortPair, MediaError> {
+        crate::media::MediaRelay::add_leg(self, id, setup)
+    }
+    fn remove_leg(&mut self, id: MediaSessionId, leg: Leg) {
+        let _ = crate::media::MediaRelay::remove_leg(self, id, leg);
     }
 }
 
@@ -1507,7 +1525,6 @@ mod tests {
 
     use super::*;
     use crate::b2bua::model::{AgentSip, SipSecret, TenantModel};
-    use crate::media::PortPair;
     use crate::sip::auth::{ClientCredentials, answer_challenge};
 
     #[derive(Default)]
@@ -1515,6 +1532,7 @@ mod tests {
         next: u64,
         live: Vec<MediaSessionId>,
         updated: Vec<(MediaSessionId, Leg, Option<SocketAddr>)>,
+        audio: Vec<(MediaSessionId, AudioCommand)>,
     }
 
     impl MediaPort for FakeMedia {
@@ -1535,6 +1553,13 @@ mod tests {
         fn remove_call(&mut self, id: MediaSessionId) {
             self.live.retain(|x| *x != id);
         }
+        fn audio(&mut self, id: MediaSessionId, cmd: AudioCommand) {
+            self.audio.push((id, cmd));
+        }
+        fn add_leg(&mut self, _id: MediaSessionId, _s: LegSetup) -> Result<PortPair, MediaError> {
+            Ok(PortPair { rtp: 30004 })
+        }
+        fn remove_leg(&mut self, _id: MediaSessionId, _leg: Leg) {}
     }
 
     const TENANT: Uuid = Uuid::from_u128(0x7e);

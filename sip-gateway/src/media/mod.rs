@@ -8,6 +8,8 @@
 //! - [`ports`]: the even/odd RTP/RTCP port pairs of the configured range.
 //! - [`rtp`]: RTP/RTCP header checks and RFC 3550 receive statistics, without I/O.
 //! - [`relay`]: configuration, the [`MediaRelay`] handle, commands and [`MediaEvent`]s.
+//! - [`control`]: the commands for audio beyond the relay (prompts, music, hearing matrix,
+//!   DTMF, recording, a third leg).
 //! - `worker`: the per-thread epoll loops that move the packets.
 //!
 //! # Design
@@ -19,11 +21,13 @@
 //! packets come from, but only packets that look like RTP with a negotiated payload type
 //! may latch, and an active source cannot be displaced until it has been silent.
 
+pub mod control;
 pub mod ports;
 pub mod relay;
 pub mod rtp;
 mod worker;
 
+pub use control::{AudioCommand, LegSet};
 pub use ports::{PortAllocator, PortError, PortPair};
 pub use relay::{
     CallMedia, CallStats, IoMode, Leg, LegSetup, LegStats, MediaError, MediaEvent, MediaRelay,

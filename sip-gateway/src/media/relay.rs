@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
+use super::control::AudioCommand;
 use super::ports::{PortAllocator, PortError, PortPair};
 use super::rtp::PayloadTypes;
 use super::worker::{self, Worker};
@@ -34,6 +35,9 @@ pub enum Leg {
     A,
     /// The second leg (by convention the agent's).
     B,
+    /// A third party added with [`MediaRelay::add_leg`]: a supervisor listening, whispering
+    /// or barging, or a consultation call during an attended transfer.
+    C,
 }
 
 impl Leg {
@@ -41,11 +45,16 @@ impl Leg {
         match self {
             Leg::A => 0,
             Leg::B => 1,
+            Leg::C => 2,
         }
     }
 
     pub(crate) fn from_index(i: usize) -> Leg {
-        if i == 0 { Leg::A } else { Leg::B }
+        match i {
+            0 => Leg::A,
+            1 => Leg::B,
+            _ => Leg::C,
+        }
     }
 }
 
@@ -252,6 +261,35 @@ pub enum MediaEvent {
         /// Counters so far.
         stats: CallStats,
     },
+    /// A DTMF digit from a leg with detection on (see [`AudioCommand::DetectDtmf`]), reported
+    /// once per key press.
+    Dtmf {
+        /// The call.
+        id: MediaSessionId,
+        /// The leg that pressed it.
+        leg: Leg,
+        /// `0`-`9`, `*`, `#`, `A`-`D`.
+        digit: char,
+    },
+    /// The prompts of an [`AudioCommand::Play`] without music have been played to the end
+    /// (not reported when stopped or replaced).
+    PlayDone {
+        /// The call.
+        id: MediaSessionId,
+        /// The leg.
+        leg: Leg,
+        /// The tag of the play.
+        tag: u64,
+    },
+    /// A recording was finished (stopped, or the call removed) and its file is complete.
+    Recorded {
+        /// The call.
+        id: MediaSessionId,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Length and pauses, for the CDR.
+        summary: crate::audio::record::RecordingSummary,
+    },
     /// The call was removed; its ports are free again.
     Removed {
         /// The call.
@@ -288,6 +326,14 @@ pub(crate) enum Command {
         setup: LegSetup,
     },
     Remove(MediaSessionId),
+    Audio(MediaSessionId, AudioCommand),
+    AddLeg {
+        id: MediaSessionId,
+        port: PortPair,
+        sockets: (UdpSocket, UdpSocket),
+        setup: LegSetup,
+    },
+    RemoveLeg(MediaSessionId, Leg),
     Stats(MediaSessionId, oneshot::Sender<Option<CallStats>>),
     Shutdown,
 }
@@ -438,6 +484,34 @@ impl MediaRelay {
     /// follows with the final counters.
     pub fn remove_call(&self, id: MediaSessionId) -> Result<(), MediaError> {
         self.send(id, Command::Remove(id))
+    }
+
+    /// Changes what a call's legs hear and what is played, detected or recorded (see
+    /// [`AudioCommand`]).
+    pub fn audio(&self, id: MediaSessionId, cmd: AudioCommand) -> Result<(), MediaError> {
+        self.send(id, Command::Audio(id, cmd))
+    }
+
+    /// Adds the third leg ([`Leg::C`]) to a call: binds a port pair for it and returns it
+    /// (for the SDP towards that party). It hears nothing until told with
+    /// [`AudioCommand::Hears`].
+    pub fn add_leg(&self, id: MediaSessionId, setup: LegSetup) -> Result<PortPair, MediaError> {
+        let (port, rtp, rtcp) = self.bind_pair()?;
+        self.send(
+            id,
+            Command::AddLeg {
+                id,
+                port,
+                sockets: (rtp, rtcp),
+                setup,
+            },
+        )?;
+        Ok(port)
+    }
+
+    /// Removes the third leg and frees its ports.
+    pub fn remove_leg(&self, id: MediaSessionId, leg: Leg) -> Result<(), MediaError> {
+        self.send(id, Command::RemoveLeg(id, leg))
     }
 
     /// The current counters of a call.

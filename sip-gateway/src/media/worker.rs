@@ -531,11 +531,24 @@ impl Worker {
                 Ok(Command::Update { id, leg, setup }) => {
                     if let Some(&slot) = self.by_id.get(&id)
                         && let Some(Some(call)) = self.calls.get_mut(slot)
+                        && let Some(l) = call.legs.get_mut(leg.index())
                     {
-                        call.legs[leg.index()].update(setup, Instant::now());
+                        l.update(setup, Instant::now());
                     }
                 }
                 Ok(Command::Remove(id)) => self.remove(id),
+                // PLACEHOLDER (being implemented now, see media::control): processed mode.
+                Ok(Command::Audio(id, cmd)) => {
+                    tracing::warn!(?id, ?cmd, "audio processing not implemented yet");
+                }
+                Ok(Command::AddLeg {
+                    id, port, sockets, ..
+                }) => {
+                    tracing::warn!(?id, "third leg not implemented yet");
+                    drop(sockets);
+                    let _ = self.ports.lock().map(|mut p| p.release(port));
+                }
+                Ok(Command::RemoveLeg(..)) => {}
                 Ok(Command::Stats(id, reply)) => {
                     let stats = self
                         .by_id
