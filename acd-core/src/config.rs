@@ -209,6 +209,111 @@ impl Default for AnnounceConfig {
     }
 }
 
+/// When a waiting caller's call is answered (the 200 to the carrier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerMode {
+    /// At once, so the caller hears the greeting, music and announcements (talk time is
+    /// billed from here).
+    Immediately,
+    /// Only when an agent answers; the caller hears the carrier's ringback meanwhile.
+    OnAgent,
+}
+
+/// What a position/wait announcement says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnnounceWhat {
+    /// "You are caller number N".
+    Position,
+    /// "Your expected waiting time is about N minutes".
+    Wait,
+    /// Both, position first.
+    #[default]
+    Both,
+}
+
+/// How the expected wait is rounded before it is spoken (always up: promising less than
+/// the caller will wait is worse than promising more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EwtRounding {
+    /// Up to the next whole minute.
+    #[default]
+    Minute,
+    /// Up to the next five minutes.
+    FiveMinutes,
+}
+
+/// What callers of a queue hear while they wait (`[queues.<q>.media]`). The frequency of
+/// announcements is the queue's `announce` (the engine times them); this says how they sound.
+/// Prompt names are looked up in the prompt library (built-in prompts, then a tenant's
+/// uploads), in `language` first and then the language-neutral set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueMedia {
+    /// Music looped while waiting (e.g. `hold_music`); `None` = silence between prompts.
+    pub music: Option<String>,
+    /// Played once on entry, before the music (e.g. `welcome`).
+    pub greeting: Option<String>,
+    /// Language of the prompts (`de`, `en`, …). A contact attribute `language` set by an IVR
+    /// choice takes precedence.
+    pub language: String,
+    /// When to answer; `None` = immediately when music or a greeting is set, else on agent.
+    pub answer: Option<AnswerMode>,
+    /// What the engine's announcements say.
+    pub announce: AnnounceWhat,
+    /// Rounding of the spoken expected wait.
+    pub ewt_rounding: EwtRounding,
+    /// Announce the position only when it is better than the last one announced.
+    pub only_if_improved: bool,
+    /// Longest voicemail message, seconds.
+    pub voicemail_max_s: u32,
+}
+
+impl Default for QueueMedia {
+    fn default() -> Self {
+        QueueMedia {
+            music: None,
+            greeting: None,
+            language: "en".to_owned(),
+            answer: None,
+            announce: AnnounceWhat::Both,
+            ewt_rounding: EwtRounding::Minute,
+            only_if_improved: false,
+            voicemail_max_s: 120,
+        }
+    }
+}
+
+impl QueueMedia {
+    /// Whether the caller is answered before an agent takes the call.
+    pub fn answers_immediately(&self) -> bool {
+        match self.answer {
+            Some(AnswerMode::Immediately) => true,
+            Some(AnswerMode::OnAgent) => false,
+            None => self.music.is_some() || self.greeting.is_some(),
+        }
+    }
+
+    /// The expected wait in whole minutes as spoken, rounded up per [`Self::ewt_rounding`].
+    pub fn spoken_wait_minutes(&self, ewt_ms: u64) -> u32 {
+        let minutes = ewt_ms.div_ceil(60_000);
+        let rounded = match self.ewt_rounding {
+            EwtRounding::Minute => minutes,
+            EwtRounding::FiveMinutes => minutes.div_ceil(5) * 5,
+        };
+        u32::try_from(rounded).unwrap_or(u32::MAX)
+    }
+}
+
+fn prompt_name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// A queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -259,6 +364,10 @@ pub struct QueueConfig {
     /// Handle time (seconds) assumed for EWT until real contacts have been measured.
     #[serde(default = "default_aht")]
     pub default_aht_s: u64,
+    /// What waiting callers hear (answer, greeting, music, announcements); `None` = they hear
+    /// ringback until an agent answers.
+    #[serde(default)]
+    pub media: Option<QueueMedia>,
 }
 
 fn default_weight() -> u32 {
@@ -295,6 +404,7 @@ impl Default for QueueConfig {
             escalation: Vec::new(),
             announce: None,
             default_aht_s: default_aht(),
+            media: None,
         }
     }
 }
@@ -483,6 +593,28 @@ impl RoutingConfig {
                     format!("unknown business_hours `{h}`"),
                 ));
             }
+            if let Some(m) = &q.media {
+                for (name, value) in [
+                    ("music", m.music.as_deref()),
+                    ("greeting", m.greeting.as_deref()),
+                    ("language", Some(m.language.as_str())),
+                ] {
+                    if let Some(v) = value
+                        && !prompt_name_ok(v)
+                    {
+                        return Err(ConfigError::invalid(
+                            f(&format!("media.{name}")),
+                            "1-64 characters of a-z 0-9 _ -",
+                        ));
+                    }
+                }
+                if !(5..=3600).contains(&m.voicemail_max_s) {
+                    return Err(ConfigError::invalid(
+                        f("media.voicemail_max_s"),
+                        "5..3600 seconds",
+                    ));
+                }
+            }
             for (i, step) in q.escalation.iter().enumerate() {
                 let field = format!("queues.{qid}.escalation[{i}].action");
                 match &step.action {
@@ -637,6 +769,29 @@ anything = "the engine ignores this table"
         let text = "[skills.a]\n[queues.q]\nskills = \"a >= \"\n";
         let err = RoutingConfig::from_toml_str(text, "r.toml").expect_err("bad expression");
         assert!(matches!(err, ConfigError::Parse { line: 3, .. }), "{err}");
+    }
+
+    #[test]
+    fn queue_media_parses_with_defaults_and_rejects_bad_values() {
+        let text = "[queues.q.media]\nmusic = \"hold_music\"\nannounce = \"position\"\newt_rounding = \"five_minutes\"\nonly_if_improved = true\n";
+        let c = RoutingConfig::load(text, "r.toml").expect("valid media");
+        let m = c.queues[&QueueId::new("q")].media.clone().expect("media");
+        assert_eq!(m.music.as_deref(), Some("hold_music"));
+        assert_eq!(m.language, "en");
+        assert_eq!(m.announce, AnnounceWhat::Position);
+        assert!(m.answers_immediately(), "music means answer at once");
+        assert_eq!(m.spoken_wait_minutes(61_000), 5);
+        assert_eq!(m.spoken_wait_minutes(0), 0);
+        let plain = QueueMedia::default();
+        assert!(!plain.answers_immediately());
+        assert_eq!(plain.spoken_wait_minutes(60_001), 2);
+        assert!(RoutingConfig::load("[queues.q.media]\nvolume = 3\n", "r.toml").is_err());
+        let err = RoutingConfig::load("[queues.q.media]\nmusic = \"../etc\"\n", "r.toml")
+            .expect_err("path-like name");
+        assert!(err.to_string().contains("queues.q.media.music"), "{err}");
+        let err = RoutingConfig::load("[queues.q.media]\nvoicemail_max_s = 0\n", "r.toml")
+            .expect_err("zero length");
+        assert!(err.to_string().contains("voicemail_max_s"), "{err}");
     }
 
     #[test]
