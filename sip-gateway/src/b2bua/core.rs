@@ -34,6 +34,15 @@ use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
 use super::model::{GatewayModel, ModelIndex};
+
+mod callback;
+mod hold;
+mod live;
+mod recording;
+mod reinvite;
+mod supervise;
+mod transfer;
+
 use crate::media::{
     AudioCommand, CallMedia, Leg, LegSetup, MediaError, MediaEvent, MediaSessionId, PayloadTypes,
     PortPair,
@@ -48,6 +57,7 @@ use crate::sip::{
     HeaderName, Limits, Message, MessageBuilder, Method, ParseError, Policy, Verdict,
     response_to_source, validate,
 };
+pub use recording::{RecordingSettings, RecordingSummary, recording_path};
 
 /// The two clocks every input carries.
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +159,14 @@ pub struct CdrRow {
     pub wait_ms: u64,
     /// Talk time, ms.
     pub talk_ms: u64,
+    /// The call's recording: file, duration, pauses (the last one when there were several).
+    pub recording: Option<RecordingSummary>,
+    /// Voice quality as MOS x100 (E-model), when the relay reported it for this leg.
+    pub mos_x100: Option<u16>,
+    /// The voicemail the caller left (file), if any.
+    pub voicemail: Option<String>,
+    /// What a transfer did to this leg (e.g. `blind:1002`, `attended:1002`), if any.
+    pub transfer: Option<String>,
 }
 
 /// Counters for logs and tests.
@@ -167,7 +185,7 @@ pub struct Counters {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct CallKey(u64);
+pub(crate) struct CallKey(u64);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LegRef {
@@ -228,6 +246,29 @@ struct Call {
     started_ms: u64,
     answered_ms: Option<u64>,
     bye_cseq: u32,
+    /// Our current SDP towards the winning agent after a re-INVITE changed it (None: the
+    /// offer in the branch's INVITE).
+    agent_sdp: Option<Bytes>,
+    /// The recording in progress (core/recording.rs).
+    recording: Option<recording::Recording>,
+    /// Recordings of this call already finished (stopped by API).
+    recordings_done: Vec<RecordingSummary>,
+    /// The supervisor attached or being rung (core/supervise.rs).
+    monitor: Option<supervise::Monitor>,
+    /// The leg whose phone put the call on hold (core/hold.rs).
+    held_by: Option<Leg>,
+    /// A direct transfer to an agent while its phones ring (core/transfer.rs).
+    transfer: Option<transfer::Transfer>,
+    /// Answered once, then transferred back into a queue: the next answer must not answer
+    /// the caller again (core/transfer.rs).
+    requeued: bool,
+    /// The engine no longer holds this contact as a conversation (a direct transfer ended it
+    /// there): no second `ContactEnded` at hang-up.
+    engine_released: bool,
+    /// When the current agent's leg began, if not at the call's answer (after a transfer).
+    agent_since_ms: Option<u64>,
+    /// Our last CSeq in the transferor's dialog (NOTIFYs and its BYE, core/transfer.rs).
+    transfer_cseq: u32,
 }
 
 /// The B2BUA; see the module docs.
@@ -254,6 +295,13 @@ pub struct B2bua<M: MediaPort> {
     cdrs: VecDeque<CdrRow>,
     accepting: bool,
     counters: Counters,
+    /// Callbacks requested by callers (filled by core/callback.rs's request side), dialled
+    /// when the engine emits `Action::DialCallback` for the contact.
+    pending_callbacks: HashMap<ContactId, callback::CallbackInfo>,
+    /// Where recordings go, which queues record (core/recording.rs).
+    recording: RecordingSettings,
+    /// Supervisor dialogs by transaction and Call-ID (core/supervise.rs).
+    monitors: supervise::MonitorIndex,
 }
 
 impl<M: MediaPort> std::fmt::Debug for B2bua<M> {
@@ -283,7 +331,7 @@ fn transport_token(t: TransportKind) -> &'static str {
     }
 }
 
-const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO";
+const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, REFER, NOTIFY";
 
 impl<M: MediaPort> B2bua<M> {
     /// A core with no tenants yet (see [`Self::set_model`]).
@@ -315,6 +363,9 @@ impl<M: MediaPort> B2bua<M> {
             cdrs: VecDeque::new(),
             accepting: true,
             counters: Counters::default(),
+            pending_callbacks: HashMap::new(),
+            recording: RecordingSettings::default(),
+            monitors: supervise::MonitorIndex::default(),
             config,
         }
     }
@@ -450,6 +501,9 @@ impl<M: MediaPort> B2bua<M> {
 
     /// An event of the media relay.
     pub fn handle_media_event(&mut self, now: Now, event: MediaEvent) {
+        if self.supervisor_media_event(now, &event) {
+            return;
+        }
         if let MediaEvent::RtpTimeout { id, leg } = event {
             let Some(&key) = self.by_media.get(&id) else {
                 return;
@@ -549,11 +603,15 @@ impl<M: MediaPort> B2bua<M> {
             }
             Event::Response { tx, response } => self.handle_response(now, tx, response),
             Event::Timeout { tx } => {
+                if self.supervisor_timeout(now, tx) {
+                    return;
+                }
                 if let Some(&(key, i)) = self.by_branch_tx.get(&tx) {
                     self.branch_failed(now, key, i, 408);
                 }
             }
             Event::Terminated { tx } => {
+                self.supervisor_tx_terminated(tx);
                 self.by_branch_tx.remove(&tx);
                 self.by_invite_tx.remove(&tx);
                 self.orphans.remove(&tx);
@@ -585,17 +643,12 @@ impl<M: MediaPort> B2bua<M> {
             }
             Method::Register => {
                 let index = &self.index;
-                let action = self.registrar.handle_register(
+                let action = self.registrar.handle_register_ha1(
                     now.mono,
                     now.wall_ms / 1000,
                     &req,
                     source,
-                    |user| {
-                        index
-                            .extensions
-                            .get(user)
-                            .map(|(_, _, s)| s.expose().to_owned())
-                    },
+                    |user| index.extensions.get(user).map(|(_, _, s)| s.ha1().clone()),
                 );
                 match action {
                     RegisterAction::Respond { bytes, .. } => self.respond(now, tx, bytes),
@@ -617,6 +670,9 @@ impl<M: MediaPort> B2bua<M> {
                 }
             }
             Method::Bye => {
+                if self.supervisor_bye(now, tx, &req, source) {
+                    return;
+                }
                 let found = req
                     .call_id()
                     .ok()
@@ -655,6 +711,7 @@ impl<M: MediaPort> B2bua<M> {
                 }
             }
             Method::Info => self.simple(now, tx, &req, source, 200, "OK"),
+            Method::Refer => self.refer(now, tx, &req, source),
             _ => {
                 let tag = self.token();
                 let b = response_to_source(
@@ -674,31 +731,6 @@ impl<M: MediaPort> B2bua<M> {
     fn pump_registrar(&mut self, now: Now) {
         while let Some(ev) = self.registrar.poll_event() {
             self.handle_registrar_event(now, ev);
-        }
-    }
-
-    /// A re-INVITE (session refresh, hold): answered with the SDP we already gave, so the
-    /// media path stays as it is.
-    fn reinvite(&mut self, now: Now, tx: TxId, req: &Message, source: Peer) {
-        let found = req
-            .call_id()
-            .ok()
-            .flatten()
-            .and_then(|c| self.by_call_id.get(&c).copied())
-            .and_then(|(k, leg)| {
-                self.calls
-                    .get(&k)
-                    .map(|c| (c.answer_sdp.clone(), c.local_tag.clone(), leg))
-            });
-        match found {
-            Some((sdp, tag, LegRef::Caller)) => {
-                let b = response_to_source(req, Some(source.addr), 200, "OK", Some(tag.as_bytes()))
-                    .header(b"Contact", self.our_contact().as_bytes())
-                    .header(b"Content-Type", b"application/sdp")
-                    .body(&sdp);
-                self.respond(now, tx, b);
-            }
-            _ => self.simple(now, tx, req, source, 488, "Not Acceptable Here"),
         }
     }
 
@@ -736,6 +768,8 @@ impl<M: MediaPort> B2bua<M> {
             peer: None,
             rtcp_peer: None,
             payload_types: PayloadTypes::of(&[0, 8, 101]),
+            telephone_event: Some(101),
+            codec: None,
         };
         let media = match self.media.add_call(caller_setup, agent_side) {
             Ok(m) => m,
@@ -831,6 +865,16 @@ impl<M: MediaPort> B2bua<M> {
                 started_ms: now.wall_ms,
                 answered_ms: None,
                 bye_cseq: 1,
+                agent_sdp: None,
+                recording: None,
+                recordings_done: Vec::new(),
+                monitor: None,
+                held_by: None,
+                transfer: None,
+                requeued: false,
+                engine_released: false,
+                agent_since_ms: None,
+                transfer_cseq: 1,
             },
         );
     }
@@ -1007,6 +1051,9 @@ impl<M: MediaPort> B2bua<M> {
     }
 
     fn handle_response(&mut self, now: Now, tx: TxId, resp: Message) {
+        if self.supervisor_response(now, tx, &resp) {
+            return;
+        }
         let Some(code) = resp.status() else {
             return;
         };
@@ -1082,9 +1129,16 @@ impl<M: MediaPort> B2bua<M> {
                 .and_then(|b| b.invite.request_line().map(|r| r.uri_raw.clone()))
                 .unwrap_or_default()
         });
+        // A transfer's target answering a call answered before (core/transfer.rs).
+        let transfer_answer = self
+            .calls
+            .get(&key)
+            .and_then(|c| c.branches.get(i))
+            .is_some_and(|b| self.is_transfer_offer(key, b.offer));
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
+        let reconnect = transfer_answer || call.requeued;
         let Some(b) = call.branches.get_mut(i) else {
             return;
         };
@@ -1108,7 +1162,7 @@ impl<M: MediaPort> B2bua<M> {
             self.tl.send_stateless(peer, ack);
             return;
         }
-        let late = call.winner.is_some() || b.withdrawn;
+        let late = (call.winner.is_some() && !transfer_answer) || b.withdrawn;
         let (invite, peer) = (b.invite.clone(), b.peer);
         if late {
             b.state = BranchState::Done;
@@ -1121,7 +1175,9 @@ impl<M: MediaPort> B2bua<M> {
         let offer = b.offer;
         call.winner = Some(i);
         call.state = CallState::Connected;
-        call.answered_ms = Some(now.wall_ms);
+        if !reconnect {
+            call.answered_ms = Some(now.wall_ms);
+        }
         let (tenant, media_id, invite_tx, answer_sdp, local_tag) = (
             call.tenant,
             call.media.id,
@@ -1160,16 +1216,25 @@ impl<M: MediaPort> B2bua<M> {
         .header(b"Allow", ALLOW)
         .header(b"Content-Type", b"application/sdp")
         .body(&answer_sdp);
-        self.respond(now, invite_tx, ok);
+        if !reconnect {
+            self.respond(now, invite_tx, ok);
+        }
         for j in others {
             self.cancel_branch(now, key, j);
         }
+        if !transfer_answer {
+            self.routing
+                .push_back((tenant, Input::OfferAccepted { offer }));
+        }
+        if reconnect {
+            self.transfer_connected(now, key, i);
+            return;
+        }
         self.counters.answered += 1;
-        self.routing
-            .push_back((tenant, Input::OfferAccepted { offer }));
+        self.recording_on_bridge(now, key);
     }
 
-    fn branch_failed(&mut self, _now: Now, key: CallKey, i: usize, code: u16) {
+    fn branch_failed(&mut self, now: Now, key: CallKey, i: usize, code: u16) {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
@@ -1182,6 +1247,12 @@ impl<M: MediaPort> B2bua<M> {
         b.state = BranchState::Done;
         b.last_status = code;
         let offer = b.offer;
+        if self.transfer_branch_failed(now, key, offer) {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         if call.winner.is_some() {
             return;
         }
@@ -1240,6 +1311,9 @@ impl<M: MediaPort> B2bua<M> {
         let Some(&key) = self.by_contact.get(&contact) else {
             return;
         };
+        if self.refuse_requeued(now, key, result) {
+            return;
+        }
         let Some(call) = self.calls.get(&key) else {
             return;
         };
@@ -1294,6 +1368,9 @@ impl<M: MediaPort> B2bua<M> {
             return;
         }
         let winner = call.winner;
+        if self.transfer_hang_up(now, key, from) {
+            return;
+        }
         if let Some(LegRef::Branch(i)) = from
             && winner != Some(i)
         {
@@ -1308,7 +1385,9 @@ impl<M: MediaPort> B2bua<M> {
         {
             self.bye_agent(now, key, w);
         }
-        if let Some(call) = self.calls.get(&key) {
+        if let Some(call) = self.calls.get(&key)
+            && !call.engine_released
+        {
             let (tenant, contact) = (call.tenant, call.contact);
             self.routing
                 .push_back((tenant, Input::ContactEnded { contact }));
@@ -1390,9 +1469,11 @@ impl<M: MediaPort> B2bua<M> {
 
     /// Removes the call, releases media, writes CDRs.
     fn finish(&mut self, now: Now, key: CallKey, result: &'static str) {
-        let Some(call) = self.calls.remove(&key) else {
+        let Some(mut call) = self.calls.remove(&key) else {
             return;
         };
+        self.supervisor_on_end(now, &mut call);
+        let recording = self.recording_on_end(now, &mut call);
         for i in 0..call.branches.len() {
             if matches!(
                 call.branches[i].state,
@@ -1431,6 +1512,10 @@ impl<M: MediaPort> B2bua<M> {
             agent: agent.clone(),
             wait_ms,
             talk_ms,
+            recording: recording.clone(),
+            mos_x100: None,
+            voicemail: None,
+            transfer: None,
         });
         if let Some(b) = winner {
             let mut callee = String::new();
@@ -1439,8 +1524,9 @@ impl<M: MediaPort> B2bua<M> {
                 tenant: call.tenant,
                 contact: call.contact,
                 leg: "agent",
-                started_ms: answered.unwrap_or(now.wall_ms),
-                answered_ms: answered,
+                // After a transfer the agent's leg began when that agent answered.
+                started_ms: call.agent_since_ms.or(answered).unwrap_or(now.wall_ms),
+                answered_ms: call.agent_since_ms.or(answered),
                 ended_ms: now.wall_ms,
                 caller: call.caller_number.clone(),
                 callee,
@@ -1448,7 +1534,13 @@ impl<M: MediaPort> B2bua<M> {
                 queue: Some(call.queue.to_string()),
                 agent,
                 wait_ms: 0,
-                talk_ms,
+                talk_ms: call
+                    .agent_since_ms
+                    .map_or(talk_ms, |s| now.wall_ms.saturating_sub(s)),
+                recording,
+                mos_x100: None,
+                voicemail: None,
+                transfer: None,
             });
         }
         for b in call.branches {
@@ -1528,11 +1620,11 @@ mod tests {
     use crate::sip::auth::{ClientCredentials, answer_challenge};
 
     #[derive(Default)]
-    struct FakeMedia {
+    pub(super) struct FakeMedia {
         next: u64,
-        live: Vec<MediaSessionId>,
-        updated: Vec<(MediaSessionId, Leg, Option<SocketAddr>)>,
-        audio: Vec<(MediaSessionId, AudioCommand)>,
+        pub(super) live: Vec<MediaSessionId>,
+        pub(super) updated: Vec<(MediaSessionId, Leg, Option<SocketAddr>)>,
+        pub(super) audio: Vec<(MediaSessionId, AudioCommand)>,
     }
 
     impl MediaPort for FakeMedia {
@@ -1562,31 +1654,31 @@ mod tests {
         fn remove_leg(&mut self, _id: MediaSessionId, _leg: Leg) {}
     }
 
-    const TENANT: Uuid = Uuid::from_u128(0x7e);
-    const CARRIER: &str = "127.0.0.1:5070";
-    const PHONE: &str = "127.0.0.1:5090";
+    pub(super) const TENANT: Uuid = Uuid::from_u128(0x7e);
+    pub(super) const CARRIER: &str = "127.0.0.1:5070";
+    pub(super) const PHONE: &str = "127.0.0.1:5090";
 
-    struct Harness {
-        core: B2bua<FakeMedia>,
-        base: Instant,
-        ms: u64,
+    pub(super) struct Harness {
+        pub(super) core: B2bua<FakeMedia>,
+        pub(super) base: Instant,
+        pub(super) ms: u64,
     }
 
-    fn peer(a: &str) -> Peer {
+    pub(super) fn peer(a: &str) -> Peer {
         Peer {
             addr: a.parse().unwrap(),
             transport: TransportKind::Udp,
         }
     }
 
-    fn sdp(port: u16) -> String {
+    pub(super) fn sdp(port: u16) -> String {
         format!(
             "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
         )
     }
 
     impl Harness {
-        fn new() -> Harness {
+        pub(super) fn new() -> Harness {
             let config = B2buaConfig {
                 sip_address: "127.0.0.1:5060".parse().unwrap(),
                 media_address: "127.0.0.1".parse().unwrap(),
@@ -1604,7 +1696,7 @@ mod tests {
                     agents: vec![AgentSip {
                         agent: AgentId::new("1001"),
                         extension: "1001".into(),
-                        secret: SipSecret::new("pw1001"),
+                        secret: SipSecret::from_password("1001", "zentrale", "pw1001"),
                     }],
                 }],
             }));
@@ -1615,14 +1707,14 @@ mod tests {
             }
         }
 
-        fn now(&self) -> Now {
+        pub(super) fn now(&self) -> Now {
             Now {
                 mono: self.base + Duration::from_millis(self.ms),
                 wall_ms: 1_800_000_000_000 + self.ms,
             }
         }
 
-        fn send(&mut self, from: &str, text: &str) -> Vec<(SocketAddr, Message)> {
+        pub(super) fn send(&mut self, from: &str, text: &str) -> Vec<(SocketAddr, Message)> {
             self.ms += 10;
             let now = self.now();
             self.core.handle_datagram(
@@ -1633,7 +1725,7 @@ mod tests {
             self.out()
         }
 
-        fn out(&mut self) -> Vec<(SocketAddr, Message)> {
+        pub(super) fn out(&mut self) -> Vec<(SocketAddr, Message)> {
             let mut v = Vec::new();
             while let Some(t) = self.core.poll_transmit() {
                 v.push((
@@ -1644,7 +1736,7 @@ mod tests {
             v
         }
 
-        fn routing(&mut self) -> Vec<Input> {
+        pub(super) fn routing(&mut self) -> Vec<Input> {
             std::iter::from_fn(|| self.core.poll_routing())
                 .map(|(t, i)| {
                     assert_eq!(t, TENANT);
@@ -1653,7 +1745,7 @@ mod tests {
                 .collect()
         }
 
-        fn register(&mut self) {
+        pub(super) fn register(&mut self) {
             let req = |auth: Option<&str>| {
                 let mut s = format!(
                     "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKr{};rport\nMax-Forwards: 70\nFrom: <sip:1001@127.0.0.1>;tag=r\nTo: <sip:1001@127.0.0.1>\nCall-ID: reg@phone\nCSeq: {} REGISTER\nContact: <sip:1001@{PHONE}>\nExpires: 600\n",
@@ -1689,7 +1781,7 @@ mod tests {
             assert_eq!(out[0].1.status(), Some(200));
         }
 
-        fn invite(&mut self, branch: &str) -> (Vec<(SocketAddr, Message)>, ContactId) {
+        pub(super) fn invite(&mut self, branch: &str) -> (Vec<(SocketAddr, Message)>, ContactId) {
             let body = sdp(40000);
             let out = self.send(
                 CARRIER,
@@ -1709,7 +1801,11 @@ mod tests {
             (out, contact)
         }
 
-        fn offer(&mut self, contact: ContactId, offer: u128) -> Vec<(SocketAddr, Message)> {
+        pub(super) fn offer(
+            &mut self,
+            contact: ContactId,
+            offer: u128,
+        ) -> Vec<(SocketAddr, Message)> {
             self.ms += 10;
             let now = self.now();
             self.core.handle_action(
@@ -1728,11 +1824,11 @@ mod tests {
         }
     }
 
-    fn statuses(out: &[(SocketAddr, Message)]) -> Vec<u16> {
+    pub(super) fn statuses(out: &[(SocketAddr, Message)]) -> Vec<u16> {
         out.iter().filter_map(|(_, m)| m.status()).collect()
     }
 
-    fn reply(to: &Message, code: &str, body: &str) -> String {
+    pub(super) fn reply(to: &Message, code: &str, body: &str) -> String {
         let mut s = format!("SIP/2.0 {code}\n");
         for v in to.headers_named(&HeaderName::Via) {
             s.push_str(&format!("Via: {}\n", String::from_utf8_lossy(v)));
