@@ -269,6 +269,12 @@ pub struct QueueMedia {
     pub only_if_improved: bool,
     /// Longest voicemail message, seconds.
     pub voicemail_max_s: u32,
+    /// Record every call of the queue from the moment an agent answers (stereo WAV, caller
+    /// left, agent right); calls of other queues are recorded only on request by API.
+    pub record: bool,
+    /// Days a recording of this queue's calls is kept; older files are deleted by an hourly
+    /// sweep. `0` keeps them forever.
+    pub recording_retention_days: u32,
 }
 
 impl Default for QueueMedia {
@@ -282,6 +288,8 @@ impl Default for QueueMedia {
             ewt_rounding: EwtRounding::Minute,
             only_if_improved: false,
             voicemail_max_s: 120,
+            record: false,
+            recording_retention_days: 90,
         }
     }
 }
@@ -614,6 +622,12 @@ impl RoutingConfig {
                         "5..3600 seconds",
                     ));
                 }
+                if m.recording_retention_days > 36_500 {
+                    return Err(ConfigError::invalid(
+                        f("media.recording_retention_days"),
+                        "0 (keep forever) ..36500 days",
+                    ));
+                }
             }
             for (i, step) in q.escalation.iter().enumerate() {
                 let field = format!("queues.{qid}.escalation[{i}].action");
@@ -792,6 +806,25 @@ anything = "the engine ignores this table"
         let err = RoutingConfig::load("[queues.q.media]\nvoicemail_max_s = 0\n", "r.toml")
             .expect_err("zero length");
         assert!(err.to_string().contains("voicemail_max_s"), "{err}");
+        let rec = RoutingConfig::load(
+            "[queues.q.media]\nrecord = true\nrecording_retention_days = 30\n",
+            "r.toml",
+        )
+        .expect("recording settings parse");
+        let m = rec.queues.values().next().and_then(|q| q.media.as_ref());
+        assert_eq!(
+            m.map(|m| (m.record, m.recording_retention_days)),
+            Some((true, 30))
+        );
+        let err = RoutingConfig::load(
+            "[queues.q.media]\nrecording_retention_days = 99999\n",
+            "r.toml",
+        )
+        .expect_err("a retention of centuries");
+        assert!(
+            err.to_string().contains("recording_retention_days"),
+            "{err}"
+        );
     }
 
     #[test]
