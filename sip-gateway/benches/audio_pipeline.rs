@@ -33,6 +33,10 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use sip_gateway::media::rtp::RtpHeader;
+
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
 struct Leg {
     law: Law,
     payload: [u8; FRAME_SAMPLES],
@@ -62,7 +66,18 @@ impl Leg {
     fn receive(&mut self, now: Instant, out: &mut Frame) {
         let mut pcm = SILENCE;
         decode_into(self.law, &self.payload, &mut pcm);
-        self.stats.handle_packet(now, self.seq, self.ts);
+        let header = RtpHeader {
+            payload_type: self.law.payload_type(),
+            sequence: self.seq,
+            timestamp: self.ts,
+            ssrc: 1,
+        };
+        // Arrival in 8 kHz units since the bench's epoch.
+        let arrival = (now
+            .saturating_duration_since(*EPOCH.get_or_init(Instant::now))
+            .as_micros()
+            / 125) as u32;
+        self.stats.handle_packet(arrival, &header, 172, true);
         self.jb.handle_packet(now, self.ts, &pcm);
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(FRAME_SAMPLES as u32);

@@ -211,6 +211,8 @@ fn main() {
             peer: Some(p.local_addr().unwrap()),
             rtcp_peer: None,
             payload_types: pts,
+            telephone_event: None,
+            codec: None,
         };
         let call = relay
             .add_call(

@@ -129,10 +129,11 @@ proptest! {
         packets in proptest::collection::vec((any::<u16>(), any::<u32>(), 0u64..100), 1..300),
     ) {
         let mut s = ReceiveStats::new();
-        let mut now = Instant::now();
+        let mut now = 0u32;
         for (seq, ts, gap) in packets {
-            now += Duration::from_millis(gap);
-            s.handle_packet(now, seq, ts);
+            now = now.wrapping_add(gap as u32 * 8);
+            let h = sip_gateway::media::rtp::RtpHeader { payload_type: 0, sequence: seq, timestamp: ts, ssrc: 7 };
+            s.handle_packet(now, &h, 172, true);
         }
         let loss = s.loss_percent();
         prop_assert!((0.0..=100.0).contains(&loss), "{loss}");

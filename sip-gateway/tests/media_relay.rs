@@ -42,6 +42,8 @@ fn setup(peer: Option<SocketAddr>) -> LegSetup {
         peer,
         rtcp_peer: None,
         payload_types: PayloadTypes::of(&[0, 101]),
+        telephone_event: Some(101),
+        codec: None,
     }
 }
 

@@ -52,6 +52,8 @@ fn relaying_packets_allocates_nothing() {
         peer: Some(s.local_addr().unwrap()),
         rtcp_peer: None,
         payload_types: PayloadTypes::of(&[0]),
+        telephone_event: None,
+        codec: None,
     };
     let call = relay.add_call(setup(&caller), setup(&agent)).unwrap();
     let to_a = SocketAddr::new(call.address, call.leg_a.rtp);

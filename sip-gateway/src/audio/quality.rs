@@ -1,9 +1,10 @@
 //! Call quality numbers for the CDR: RFC 3550 interarrival jitter and packet loss per stream,
 //! and an ITU-T G.107 E-model estimate of the R-factor and MOS.
 //!
-//! [`ReceiveStats`] follows RFC 3550 Appendix A.1, A.3 and A.8 literally (extended sequence
-//! numbers across wrap-around, expected − received for loss, the 1/16 jitter filter in
-//! timestamp units), so the numbers agree with what the phones report in their RTCP RRs.
+//! [`ReceiveStats`] (defined in `media::rtp`, re-exported here) follows RFC 3550 Appendix A.1,
+//! A.3 and A.8 (extended sequence numbers across wrap-around, expected − received for loss,
+//! the 1/16 jitter filter in timestamp units), so the numbers agree with what the phones report
+//! in their RTCP RRs.
 //!
 //! The E-model keeps G.107's default values for everything a server cannot measure (loudness
 //! ratings, room noise, sidetone, TELR 65 dB, WEPL 110 dB) and varies what it can: the
@@ -13,126 +14,9 @@
 //! figure for G.711. The mouth-to-ear delay is the given one-way delay plus the jitter-buffer
 //! delay, taken as twice the interarrival jitter.
 
-use super::SAMPLE_RATE;
-use std::time::Instant;
-
-/// RFC 3550 receiver statistics for one RTP stream (one SSRC).
-#[derive(Clone, Debug, Default)]
-pub struct ReceiveStats {
-    first: Option<First>,
-    max_seq: u16,
-    cycles: u32,
-    received: u64,
-    /// Jitter estimate in timestamp units, scaled ×16 as in RFC 3550 A.8 to keep precision.
-    jitter_x16: u64,
-    last_transit: Option<i64>,
-    /// (expected, received) at the last report, for the per-interval fraction lost.
-    at_last_report: (u64, u64),
-}
-
-#[derive(Clone, Copy, Debug)]
-struct First {
-    arrival: Instant,
-    base_seq: u16,
-}
-
-impl ReceiveStats {
-    /// Empty statistics.
-    pub fn new() -> ReceiveStats {
-        ReceiveStats::default()
-    }
-
-    /// Records a packet: its arrival time (the caller's clock), sequence number and RTP
-    /// timestamp (8 kHz clock).
-    pub fn handle_packet(&mut self, arrival: Instant, seq: u16, rtp_timestamp: u32) {
-        let first = *self.first.get_or_insert(First {
-            arrival,
-            base_seq: seq,
-        });
-        if self.received == 0 {
-            self.max_seq = seq;
-        } else {
-            let delta = seq.wrapping_sub(self.max_seq);
-            // In order (or ahead with a gap): advance, counting a wrap-around. A packet that
-            // is "behind" by less than half the sequence space is a reordered one.
-            if delta != 0 && delta < 0x8000 {
-                if seq < self.max_seq {
-                    self.cycles += 1;
-                }
-                self.max_seq = seq;
-            }
-        }
-        self.received += 1;
-
-        // Transit time in timestamp units; only differences matter, so the arrival clock's
-        // origin is the first packet.
-        let arrival_units = arrival.saturating_duration_since(first.arrival).as_micros() as i64
-            * i64::from(SAMPLE_RATE)
-            / 1_000_000;
-        let transit = arrival_units - i64::from(rtp_timestamp);
-        if let Some(last) = self.last_transit {
-            // Timestamps wrap; a difference beyond ±2³¹ is a wrap, not a 3-day delay.
-            let d = (transit - last) as i32;
-            let d = u64::from(d.unsigned_abs());
-            // J += (|D| − J) / 16, in ×16 fixed point (RFC 3550 A.8).
-            self.jitter_x16 = self.jitter_x16 + d - ((self.jitter_x16 + 8) >> 4);
-        }
-        self.last_transit = Some(transit);
-    }
-
-    /// Packets received (duplicates included, as RFC 3550 counts them).
-    pub fn received(&self) -> u64 {
-        self.received
-    }
-
-    /// Packets expected from the sequence numbers seen.
-    pub fn expected(&self) -> u64 {
-        match self.first {
-            None => 0,
-            Some(f) => {
-                let extended_max = u64::from(self.cycles) * 65_536 + u64::from(self.max_seq);
-                extended_max + 1 - u64::from(f.base_seq)
-            }
-        }
-    }
-
-    /// Cumulative packets lost; duplicates can make received exceed expected, which counts
-    /// as zero loss rather than negative.
-    pub fn lost(&self) -> u64 {
-        self.expected().saturating_sub(self.received)
-    }
-
-    /// Cumulative loss in percent.
-    pub fn loss_percent(&self) -> f64 {
-        match self.expected() {
-            0 => 0.0,
-            e => 100.0 * self.lost() as f64 / e as f64,
-        }
-    }
-
-    /// Interarrival jitter in milliseconds.
-    pub fn jitter_ms(&self) -> f64 {
-        (self.jitter_x16 as f64 / 16.0) * 1000.0 / f64::from(SAMPLE_RATE)
-    }
-
-    /// Interarrival jitter in timestamp units, as RTCP reports carry it.
-    pub fn jitter_rtcp(&self) -> u32 {
-        u32::try_from(self.jitter_x16 >> 4).unwrap_or(u32::MAX)
-    }
-
-    /// The RTCP "fraction lost" (loss since the previous call, in 1/256) — call once per report.
-    pub fn take_fraction_lost(&mut self) -> u8 {
-        let (e, r) = (self.expected(), self.received);
-        let (e0, r0) = self.at_last_report;
-        self.at_last_report = (e, r);
-        let expected_interval = e.saturating_sub(e0);
-        let lost_interval = expected_interval.saturating_sub(r.saturating_sub(r0));
-        if expected_interval == 0 {
-            return 0;
-        }
-        u8::try_from((lost_interval << 8) / expected_interval).unwrap_or(u8::MAX)
-    }
-}
+/// The receive statistics live with the RTP code that feeds them (one type for the relay and
+/// the audio path); re-exported here because quality reporting reads them.
+pub use crate::media::rtp::ReceiveStats;
 
 /// A codec's E-model parameters (ITU-T G.113 Appendix I).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -268,7 +152,6 @@ pub fn mos(input: &EModelInput) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol
@@ -339,16 +222,30 @@ mod tests {
         assert!(r_factor(&a) < r_factor(&EModelInput::g711(50.0, 0.0, 0.0)));
     }
 
-    fn ms(v: u64) -> Duration {
-        Duration::from_millis(v)
+    fn header(seq: u16, ts: u32) -> crate::media::rtp::RtpHeader {
+        crate::media::rtp::RtpHeader {
+            payload_type: 0,
+            sequence: seq,
+            timestamp: ts,
+            ssrc: 1,
+        }
+    }
+
+    /// Arrival `ms` milliseconds after the start, in 8 kHz units.
+    fn at(ms: u64) -> u32 {
+        (ms * 8) as u32
     }
 
     #[test]
     fn perfectly_paced_stream_has_zero_jitter_and_loss() {
-        let t0 = Instant::now();
         let mut s = ReceiveStats::new();
         for k in 0..100u16 {
-            s.handle_packet(t0 + ms(20 * u64::from(k)), 500 + k, 160 * u32::from(k));
+            s.handle_packet(
+                at(20 * u64::from(k)),
+                &header(500 + k, 160 * u32::from(k)),
+                172,
+                true,
+            );
         }
         assert_eq!((s.expected(), s.received(), s.lost()), (100, 100, 0));
         assert_eq!(s.jitter_ms(), 0.0);
@@ -358,11 +255,15 @@ mod tests {
     #[test]
     fn alternating_delay_converges_to_the_rfc3550_jitter() {
         // Every other packet 10 ms late: |D| = 10 ms = 80 units on every packet, so J → 80.
-        let t0 = Instant::now();
         let mut s = ReceiveStats::new();
         for k in 0..400u16 {
             let late = if k % 2 == 1 { 10 } else { 0 };
-            s.handle_packet(t0 + ms(20 * u64::from(k) + late), k, 160 * u32::from(k));
+            s.handle_packet(
+                at(20 * u64::from(k) + late),
+                &header(k, 160 * u32::from(k)),
+                172,
+                true,
+            );
         }
         assert!(close(s.jitter_ms(), 10.0, 0.1), "{}", s.jitter_ms());
         assert!((79..=80).contains(&s.jitter_rtcp()));
@@ -370,17 +271,16 @@ mod tests {
 
     #[test]
     fn loss_counts_across_sequence_wraparound_and_ignores_reordering() {
-        let t0 = Instant::now();
         let mut s = ReceiveStats::new();
         let mut seqs: Vec<u16> = (0..200u16).map(|k| 65_500u16.wrapping_add(k)).collect();
         // Lose every packet whose sequence number ends in 7 (the last one, 163, is kept), and
         // swap a pair.
         seqs.retain(|q| q % 10 != 7);
-        let lost = 200 - seqs.len() as u64;
+        let lost = 200 - seqs.len() as i64;
         assert_eq!(lost, 19);
         seqs.swap(50, 51);
         for (i, q) in seqs.iter().enumerate() {
-            s.handle_packet(t0 + ms(20 * i as u64), *q, 160 * i as u32);
+            s.handle_packet(at(20 * i as u64), &header(*q, 160 * i as u32), 172, true);
         }
         assert_eq!(s.expected(), 200);
         assert_eq!(s.lost(), lost);
@@ -391,14 +291,24 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_never_make_loss_negative() {
-        let t0 = Instant::now();
+    fn duplicates_never_make_loss_percent_negative() {
         let mut s = ReceiveStats::new();
         for k in 0..10u16 {
-            s.handle_packet(t0 + ms(20 * u64::from(k)), k, 160 * u32::from(k));
-            s.handle_packet(t0 + ms(20 * u64::from(k)), k, 160 * u32::from(k));
+            s.handle_packet(
+                at(20 * u64::from(k)),
+                &header(k, 160 * u32::from(k)),
+                172,
+                true,
+            );
+            s.handle_packet(
+                at(20 * u64::from(k)),
+                &header(k, 160 * u32::from(k)),
+                172,
+                true,
+            );
         }
-        assert_eq!(s.lost(), 0);
+        assert!(s.lost() <= 0);
         assert_eq!(s.loss_percent(), 0.0);
+        assert_eq!(s.take_fraction_lost(), 0);
     }
 }

@@ -1,4 +1,5 @@
-//! The call recorder: a stereo WAV with the caller on the left and the agent on the right.
+//! The call recorder: a stereo WAV with the caller on the left and the agent on the right, or
+//! a mono WAV of the caller alone (voicemail).
 //!
 //! Two channels rather than a mix, because quality monitoring and speech analytics need to know
 //! who said what, and a mix cannot be separated again. Pausing (while the caller reads out a
@@ -38,6 +39,7 @@ pub struct Recorder<W: Write + Seek> {
     frames: u64,
     paused_since: Option<u64>,
     pauses: Vec<Pause>,
+    mono: bool,
 }
 
 impl<W: Write + Seek> std::fmt::Debug for Recorder<W> {
@@ -52,8 +54,18 @@ impl<W: Write + Seek> std::fmt::Debug for Recorder<W> {
 impl<W: Write + Seek> Recorder<W> {
     /// Starts a recording into `writer` (8 kHz, 16-bit, 2 channels).
     pub fn new(writer: W) -> Result<Recorder<W>, WavError> {
+        Recorder::with_channels(writer, false)
+    }
+
+    /// Starts a mono recording of the caller alone (voicemail): [`Recorder::write_frame`]
+    /// ignores its `agent` argument.
+    pub fn new_mono(writer: W) -> Result<Recorder<W>, WavError> {
+        Recorder::with_channels(writer, true)
+    }
+
+    fn with_channels(writer: W, mono: bool) -> Result<Recorder<W>, WavError> {
         let spec = hound::WavSpec {
-            channels: 2,
+            channels: if mono { 1 } else { 2 },
             sample_rate: SAMPLE_RATE,
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
@@ -63,6 +75,7 @@ impl<W: Write + Seek> Recorder<W> {
             frames: 0,
             paused_since: None,
             pauses: Vec::new(),
+            mono,
         })
     }
 
@@ -70,13 +83,12 @@ impl<W: Write + Seek> Recorder<W> {
     /// While paused, silence is written instead.
     pub fn write_frame(&mut self, caller: &Frame, agent: &Frame) -> Result<(), WavError> {
         let paused = self.paused_since.is_some();
-        let mut w = self.wav.get_i16_writer(2 * FRAME_SAMPLES as u32);
+        let channels = if self.mono { 1 } else { 2 };
+        let mut w = self.wav.get_i16_writer(channels * FRAME_SAMPLES as u32);
         for (&l, &r) in caller.iter().zip(agent) {
-            if paused {
-                w.write_sample(0);
-                w.write_sample(0);
-            } else {
-                w.write_sample(l);
+            let (l, r) = if paused { (0, 0) } else { (l, r) };
+            w.write_sample(l);
+            if !self.mono {
                 w.write_sample(r);
             }
         }
@@ -164,6 +176,22 @@ mod tests {
         assert_eq!(&s[..4], [1, 2, 1, 2]);
         assert!(s[320..640].iter().all(|&x| x == 0));
         assert_eq!(&s[640..644], [5, 6, 5, 6]);
+    }
+
+    #[test]
+    fn mono_recording_holds_the_caller_only() {
+        let mut buf = Cursor::new(Vec::new());
+        let mut rec = Recorder::new_mono(&mut buf).expect("header");
+        rec.write_frame(&[7; FRAME_SAMPLES], &[9; FRAME_SAMPLES])
+            .expect("write");
+        assert_eq!(rec.finish().expect("finalize").duration_ms, 20);
+        let mut r = hound::WavReader::new(Cursor::new(buf.into_inner())).expect("valid WAV");
+        assert_eq!(r.spec().channels, 1);
+        let s: Vec<i16> = r
+            .samples::<i16>()
+            .collect::<Result<_, _>>()
+            .expect("samples");
+        assert_eq!(s, vec![7; FRAME_SAMPLES]);
     }
 
     #[test]

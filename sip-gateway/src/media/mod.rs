@@ -10,6 +10,9 @@
 //! - [`relay`]: configuration, the [`MediaRelay`] handle, commands and [`MediaEvent`]s.
 //! - [`control`]: the commands for audio beyond the relay (prompts, music, hearing matrix,
 //!   DTMF, recording, a third leg).
+//! - [`process`]: processed mode without I/O — decoding, mixing, prompts, DTMF and the 20 ms
+//!   frame clock of calls that are more than a plain bridge.
+//! - `recording`: the thread that writes recordings, off the packet loop.
 //! - `worker`: the per-thread epoll loops that move the packets.
 //!
 //! # Design
@@ -23,6 +26,8 @@
 
 pub mod control;
 pub mod ports;
+pub mod process;
+mod recording;
 pub mod relay;
 pub mod rtp;
 mod worker;

@@ -19,9 +19,11 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use super::control::AudioCommand;
 use super::ports::{PortAllocator, PortError, PortPair};
+use super::recording;
 use super::rtp::PayloadTypes;
 use super::worker::{self, Worker};
-use crate::sdp::SessionDescription;
+use crate::audio::g711::Law;
+use crate::sdp::{Codec, SessionDescription};
 
 /// Identifies one bridged call in the relay. Process-local: media stays on the node that
 /// holds the call, so a counter is enough.
@@ -167,6 +169,11 @@ pub struct LegSetup {
     pub rtcp_peer: Option<SocketAddr>,
     /// Payload types negotiated for this leg; only these may latch or be forwarded.
     pub payload_types: PayloadTypes,
+    /// The telephone-event (RFC 4733) payload type, if negotiated: its packets carry DTMF.
+    pub telephone_event: Option<u8>,
+    /// The voice codec the peer listed first; what zentrale sends in processed mode until the
+    /// peer's own packets show which one it uses. `None`: PCMU if negotiated, else PCMA.
+    pub codec: Option<Law>,
 }
 
 impl LegSetup {
@@ -180,11 +187,47 @@ impl LegSetup {
             .payload_types()
             .filter(|&pt| media.codec_of(pt).is_some())
             .collect();
+        let codec = relayed.iter().find_map(|&pt| match media.codec_of(pt) {
+            Some(Codec::Pcmu) => Some(Law::Mu),
+            Some(Codec::Pcma) => Some(Law::A),
+            _ => None,
+        });
+        let telephone_event = relayed
+            .iter()
+            .copied()
+            .find(|&pt| media.codec_of(pt) == Some(Codec::TelephoneEvent));
         Some(LegSetup {
             peer: sdp.rtp_destination(index),
             rtcp_peer: sdp.rtcp_destination(index),
             payload_types: PayloadTypes::of(&relayed),
+            telephone_event,
+            codec,
         })
+    }
+
+    /// A setup from an address and payload types alone (a leg whose SDP is not known yet):
+    /// the first dynamic payload type counts as telephone-event (the only dynamic one the relay
+    /// negotiates) and the codec is chosen by [`LegSetup::send_codec`].
+    pub fn new(peer: Option<SocketAddr>, payload_types: PayloadTypes) -> LegSetup {
+        LegSetup {
+            peer,
+            rtcp_peer: None,
+            payload_types,
+            telephone_event: (96..128).find(|&pt| payload_types.contains(pt)),
+            codec: None,
+        }
+    }
+
+    /// The law zentrale sends to this leg in processed mode: [`LegSetup::codec`], else PCMU
+    /// if negotiated, else PCMA if negotiated, else PCMU (what every SIP phone decodes).
+    pub fn send_codec(&self) -> Law {
+        self.codec.unwrap_or(
+            if self.payload_types.contains(8) && !self.payload_types.contains(0) {
+                Law::A
+            } else {
+                Law::Mu
+            },
+        )
     }
 }
 
@@ -222,6 +265,17 @@ pub struct LegStats {
     pub rtcp_packets: u64,
     /// The peer address latched, if any.
     pub latched: Option<SocketAddr>,
+    /// Round-trip time to this leg's peer from the last RTCP report that allowed computing it
+    /// (RFC 3550 6.4.1: arrival − LSR − DLSR).
+    pub rtt_ms: Option<u32>,
+    /// The E-model MOS estimate ×100 (e.g. 441 = 4.41) of what this leg's peer sends us, from
+    /// loss, jitter and RTT (see [`crate::audio::quality`]); 0 before any packet.
+    pub mos_x100: u16,
+    /// Loss reported by the peer in its RTCP receiver reports about what it receives from us
+    /// (cumulative packets lost), if it sent any.
+    pub remote_lost: Option<i64>,
+    /// Interarrival jitter (8 kHz units) reported by the peer about what it receives.
+    pub remote_jitter: Option<u32>,
 }
 
 /// Counters of both legs.
@@ -231,6 +285,8 @@ pub struct CallStats {
     pub leg_a: LegStats,
     /// Leg B.
     pub leg_b: LegStats,
+    /// The third leg while it exists (see [`MediaRelay::add_leg`]).
+    pub leg_c: Option<LegStats>,
 }
 
 /// What the relay reports to the B2BUA.
@@ -290,7 +346,17 @@ pub enum MediaEvent {
         /// Length and pauses, for the CDR.
         summary: crate::audio::record::RecordingSummary,
     },
-    /// The call was removed; its ports are free again.
+    /// A recording could not be created or written; it has stopped (the call goes on).
+    RecordingFailed {
+        /// The call.
+        id: MediaSessionId,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        error: String,
+    },
+    /// The call was removed; its ports are free again. A recording still running is finished
+    /// by the recording thread and its [`MediaEvent::Recorded`] may come just after this.
     Removed {
         /// The call.
         id: MediaSessionId,
@@ -350,6 +416,8 @@ pub struct MediaRelay {
     ports: Arc<Mutex<PortAllocator>>,
     workers: Vec<WorkerHandle>,
     next_id: AtomicU64,
+    recordings: recording::RecordingQueue,
+    recorder: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for MediaRelay {
@@ -372,17 +440,19 @@ impl MediaRelay {
             config.port_end,
         )?));
         let (events_tx, events_rx) = tmpsc::unbounded_channel();
+        let (recordings, recorder) = recording::start(events_tx.clone())?;
         let mut workers = Vec::new();
         for n in 0..config.workers.max(1) {
             let (tx, rx) = mpsc::channel();
             let poll = mio::Poll::new()?;
             let waker = Arc::new(mio::Waker::new(poll.registry(), worker::WAKER)?);
             let (events, pool, cfg) = (events_tx.clone(), Arc::clone(&ports), config.clone());
+            let rec = recordings.clone();
             // The worker is built on its own thread: nix's batch headers hold raw pointers
             // and are not `Send`.
             let thread = std::thread::Builder::new()
                 .name(format!("media-worker-{n}"))
-                .spawn(move || Worker::new(poll, rx, events, pool, cfg).run())?;
+                .spawn(move || Worker::new(poll, rx, events, pool, cfg, rec).run())?;
             workers.push(WorkerHandle {
                 commands: tx,
                 waker,
@@ -395,6 +465,8 @@ impl MediaRelay {
                 ports,
                 workers,
                 next_id: AtomicU64::new(1),
+                recordings,
+                recorder: Some(recorder),
             },
             events_rx,
         ))
@@ -541,6 +613,11 @@ impl Drop for MediaRelay {
             if let Some(t) = w.thread.take() {
                 let _ = t.join();
             }
+        }
+        // The workers are gone (their removals queued the final stops): finish the files.
+        self.recordings.send_control(recording::RecordMsg::Shutdown);
+        if let Some(t) = self.recorder.take() {
+            let _ = t.join();
         }
     }
 }

@@ -69,6 +69,24 @@ pub fn rtp_header(packet: &[u8]) -> Option<RtpHeader> {
     })
 }
 
+/// The header and payload of an RTP packet: [`rtp_header`] plus the payload with the CSRC
+/// list, a header extension (RFC 3550 5.3.1) and padding removed. `None` when the lengths
+/// do not add up.
+pub fn rtp_payload(packet: &[u8]) -> Option<(RtpHeader, &[u8])> {
+    let header = rtp_header(packet)?;
+    let mut start = 12 + usize::from(packet[0] & 0x0f) * 4;
+    if packet[0] & 0x10 != 0 {
+        let ext = packet.get(start..start + 4)?;
+        start += 4 + usize::from(u16::from_be_bytes([ext[2], ext[3]])) * 4;
+    }
+    let mut end = packet.len();
+    if packet[0] & 0x20 != 0 {
+        let pad = usize::from(*packet.last()?);
+        end = end.checked_sub(pad)?;
+    }
+    Some((header, packet.get(start..end)?))
+}
+
 /// Whether `packet` looks like RTCP: version 2 and a packet type of 192..=223 (RFC 5761).
 #[inline]
 pub fn is_rtcp(packet: &[u8]) -> bool {
@@ -90,6 +108,8 @@ pub struct ReceiveStats {
     /// Jitter in timestamp units, scaled by 16 (the integer form of RFC 3550 A.8).
     jitter_x16: u32,
     last_transit: Option<u32>,
+    /// (expected, received) at the last RTCP report, for the per-interval fraction lost.
+    at_last_report: (i64, u64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +189,68 @@ impl ReceiveStats {
             }
             self.last_transit = Some(transit);
         }
+    }
+
+    /// Empty statistics.
+    pub fn new() -> ReceiveStats {
+        ReceiveStats::default()
+    }
+
+    /// Packets received (duplicates included, as RFC 3550 counts them); the same as
+    /// [`ReceiveStats::packets`].
+    pub fn received(&self) -> u64 {
+        self.packets
+    }
+
+    /// Packets expected from the sequence numbers seen (received + lost, never negative).
+    pub fn expected(&self) -> u64 {
+        (self.packets as i64 + self.lost()).max(0) as u64
+    }
+
+    /// Cumulative loss in percent (0–100; duplicates never make it negative).
+    pub fn loss_percent(&self) -> f64 {
+        let lost = self.lost().max(0) as f64;
+        let expected = self.packets as f64 + lost;
+        if expected == 0.0 {
+            0.0
+        } else {
+            100.0 * lost / expected
+        }
+    }
+
+    /// Interarrival jitter in milliseconds (8 kHz timestamps).
+    pub fn jitter_ms(&self) -> f64 {
+        f64::from(self.jitter_x16) / 16.0 / 8.0
+    }
+
+    /// Interarrival jitter in timestamp units, as RTCP reports carry it.
+    pub fn jitter_rtcp(&self) -> u32 {
+        self.jitter()
+    }
+
+    /// The SSRC of the stream being counted, once a packet arrived.
+    pub fn ssrc(&self) -> Option<u32> {
+        self.run.map(|r| r.ssrc)
+    }
+
+    /// The extended highest sequence number received (RFC 3550 6.4.1), for a report block.
+    pub fn extended_max(&self) -> u32 {
+        self.run
+            .map_or(0, |r| (r.cycles as u32).wrapping_add(u32::from(r.max)))
+    }
+
+    /// The RTCP "fraction lost" (loss since the previous call, in 1/256); call once per
+    /// report.
+    pub fn take_fraction_lost(&mut self) -> u8 {
+        let (e, r) = (self.expected() as i64, self.packets);
+        let (e0, r0) = self.at_last_report;
+        self.at_last_report = (e, r);
+        let expected_interval = e - e0;
+        let lost_interval = expected_interval - (r - r0) as i64;
+        if expected_interval <= 0 || lost_interval <= 0 {
+            return 0;
+        }
+        u8::try_from((lost_interval << 8) / expected_interval).unwrap_or(u8::MAX)
     }
 
     /// Packets received.

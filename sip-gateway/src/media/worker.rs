@@ -7,6 +7,13 @@
 //! at the RTP header in place, and sends the same bytes on with `sendmmsg` (or `send_to` for
 //! a single packet): no allocation, no lock and no copy per packet. Control commands arrive on
 //! a channel with a `mio::Waker`; the port allocator's lock is taken only when a call ends.
+//!
+//! Processed mode: a call that plays prompts, changes who hears whom, detects DTMF, records
+//! or has a third leg gets a boxed [`CallAudio`] (allocated by the first audio command, not
+//! per packet). Its packets are then decoded into the `CallAudio` instead of forwarded, and
+//! one worker-wide 20 ms [`Ticker`] makes every processed call produce and send a frame per
+//! leg. The poll timeout is the earlier of the next frame and the next timeout check.
+//! Recording frames go to the recording thread (`super::recording`) without blocking.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, IoSlice, IoSliceMut};
@@ -22,11 +29,14 @@ use nix::sys::socket::{
 };
 use tokio::sync::mpsc as tmpsc;
 
+use super::control::AudioCommand;
 use super::ports::{PortAllocator, PortPair};
+use super::process::{AudioEvent, CallAudio, FRAME, LegParams, Ticker};
+use super::recording::{RecordMsg, RecordingQueue};
 use super::relay::{
     CallStats, Command, IoMode, Leg, LegSetup, LegStats, MediaEvent, MediaSessionId, RelayConfig,
 };
-use super::rtp::{ReceiveStats, is_rtcp, rtp_header};
+use super::rtp::{ReceiveStats, is_rtcp, rtp_header, rtp_payload};
 
 /// The token of the command waker.
 pub(crate) const WAKER: Token = Token(usize::MAX);
@@ -40,6 +50,12 @@ const BUF: usize = 2048;
 const COALESCE_BELOW: usize = 64;
 /// How often legs are checked for RTP timeouts.
 const TICK: Duration = Duration::from_millis(100);
+/// Bits of a socket token below the call's slot: two for the leg (A, B, C), one for RTCP.
+const SLOT_SHIFT: usize = 3;
+
+fn token(slot: usize, leg: usize, rtcp: bool) -> Token {
+    Token((slot << SLOT_SHIFT) | (leg << 1) | usize::from(rtcp))
+}
 
 /// A call handed to a worker by [`super::relay::MediaRelay::add_call`].
 pub(crate) struct NewCall {
@@ -74,6 +90,8 @@ struct LegState {
     rejected: u64,
     undeliverable: u64,
     rtcp_packets: u64,
+    /// Packets zentrale sent to this leg in processed mode.
+    sent: u64,
 }
 
 impl LegState {
@@ -89,6 +107,7 @@ impl LegState {
             rejected: 0,
             undeliverable: 0,
             rtcp_packets: 0,
+            sent: 0,
         }
     }
 
@@ -163,6 +182,10 @@ impl LegState {
             undeliverable: self.undeliverable,
             rtcp_packets: self.rtcp_packets,
             latched: self.latched,
+            rtt_ms: None,
+            mos_x100: 0,
+            remote_lost: None,
+            remote_jitter: None,
         }
     }
 }
@@ -172,11 +195,23 @@ struct LegSockets {
     rtcp: UdpSocket,
 }
 
+/// The third leg (supervisor, consultation): always processed.
+struct ThirdLeg {
+    port: PortPair,
+    sockets: LegSockets,
+    state: LegState,
+}
+
 struct Call {
     id: MediaSessionId,
     ports: [PortPair; 2],
     sockets: [LegSockets; 2],
     legs: [LegState; 2],
+    third: Option<Box<ThirdLeg>>,
+    /// Present in processed mode.
+    audio: Option<Box<CallAudio>>,
+    /// A recording was started and not yet stopped.
+    recording: bool,
 }
 
 impl Call {
@@ -184,7 +219,34 @@ impl Call {
         CallStats {
             leg_a: self.legs[0].stats(),
             leg_b: self.legs[1].stats(),
+            leg_c: self.third.as_ref().map(|t| t.state.stats()),
         }
+    }
+
+    /// A leg's state and the sockets facing it.
+    fn leg_mut(&mut self, leg: usize) -> Option<(&mut LegState, &LegSockets)> {
+        match leg {
+            0 | 1 => Some((&mut self.legs[leg], &self.sockets[leg])),
+            _ => self
+                .third
+                .as_deref_mut()
+                .map(|t| (&mut t.state, &t.sockets)),
+        }
+    }
+
+    /// A new processing state for the call's current legs, each with a fresh random stream
+    /// identity (RFC 3550 wants random SSRC, sequence and timestamp starts).
+    fn new_audio(&self) -> Box<CallAudio> {
+        let mut audio = Box::new(CallAudio::new());
+        let params = |setup: &LegSetup| {
+            LegParams::from_setup(setup, rand::random(), rand::random(), rand::random())
+        };
+        audio.add_leg(Leg::A, params(&self.legs[0].setup));
+        audio.add_leg(Leg::B, params(&self.legs[1].setup));
+        if let Some(t) = &self.third {
+            audio.add_leg(Leg::C, params(&t.state.setup));
+        }
+        audio
     }
 }
 
@@ -329,6 +391,11 @@ pub(crate) struct Worker {
     by_id: HashMap<MediaSessionId, usize>,
     io: IoBuffers,
     epoch: Instant,
+    recordings: RecordingQueue,
+    /// The frame clock, while any call is processed.
+    ticker: Option<Ticker>,
+    /// Recording frames dropped because the recording thread fell behind.
+    dropped_record_frames: u64,
 }
 
 impl Worker {
@@ -338,6 +405,7 @@ impl Worker {
         events: tmpsc::UnboundedSender<MediaEvent>,
         ports: Arc<Mutex<PortAllocator>>,
         config: RelayConfig,
+        recordings: RecordingQueue,
     ) -> Worker {
         Worker {
             poll,
@@ -350,6 +418,9 @@ impl Worker {
             by_id: HashMap::new(),
             io: IoBuffers::new(),
             epoch: Instant::now(),
+            recordings,
+            ticker: None,
+            dropped_record_frames: 0,
         }
     }
 
@@ -359,7 +430,11 @@ impl Worker {
         let mut next_check = Instant::now() + TICK;
         let mut next_stats = self.config.stats_interval.map(|d| Instant::now() + d);
         loop {
-            let wait = next_check.saturating_duration_since(Instant::now());
+            let deadline = match &self.ticker {
+                Some(t) => t.poll_timeout().min(next_check),
+                None => next_check,
+            };
+            let wait = deadline.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -377,8 +452,8 @@ impl Worker {
                     }
                     continue;
                 }
-                let slot = token.0 >> 2;
-                let leg = (token.0 >> 1) & 1;
+                let slot = token.0 >> SLOT_SHIFT;
+                let leg = (token.0 >> 1) & 3;
                 if token.0 & 1 == 1 {
                     self.relay_rtcp(slot, leg);
                 } else {
@@ -389,6 +464,11 @@ impl Worker {
                 std::thread::sleep(self.config.coalesce);
             }
             let now = Instant::now();
+            if let Some(t) = &mut self.ticker {
+                for _ in 0..t.handle_timeout(now) {
+                    self.tick_audio(now);
+                }
+            }
             if now >= next_check {
                 self.check_timeouts(now);
                 next_check = now + TICK;
@@ -411,6 +491,10 @@ impl Worker {
         let Some(Some(call)) = self.calls.get_mut(slot) else {
             return;
         };
+        if from_leg > 1 || call.audio.is_some() {
+            self.receive_processed(slot, from_leg);
+            return;
+        }
         let io = &mut self.io;
         let relatch_after = self.config.relatch_after;
         let mode = self.config.io_mode;
@@ -489,6 +573,21 @@ impl Worker {
         let Some(Some(call)) = self.calls.get_mut(slot) else {
             return;
         };
+        if from_leg > 1 || call.audio.is_some() {
+            // In processed mode zentrale is each leg's RTP peer: the other leg's reports
+            // describe a different stream and are not passed on.
+            let buf = &mut self.io.bufs[0];
+            if let Some((state, sockets)) = call.leg_mut(from_leg) {
+                while let Ok((len, from)) = sockets.rtcp.recv_from(buf) {
+                    if len < BUF && is_rtcp(&buf[..len]) && state.accept_rtcp(from) {
+                        state.rtcp_packets += 1;
+                    } else {
+                        state.rejected += 1;
+                    }
+                }
+            }
+            return;
+        }
         let buf = &mut self.io.bufs[0];
         let [la, lb] = &mut call.legs;
         let (src, dst) = if from_leg == 0 { (la, lb) } else { (lb, la) };
@@ -510,9 +609,288 @@ impl Worker {
         }
     }
 
+    /// Receives a processed leg's packets into its call's audio state.
+    fn receive_processed(&mut self, slot: usize, from_leg: usize) {
+        let Some(Some(call)) = self.calls.get_mut(slot) else {
+            return;
+        };
+        let io = &mut self.io;
+        let relatch_after = self.config.relatch_after;
+        let mode = self.config.io_mode;
+        let id = call.id;
+        let leg = Leg::from_index(from_leg);
+        let Call {
+            legs,
+            third,
+            sockets,
+            audio,
+            ..
+        } = call;
+        let (src, socket) = match from_leg {
+            0 | 1 => (&mut legs[from_leg], &sockets[from_leg]),
+            _ => match third.as_deref_mut() {
+                Some(t) => (&mut t.state, &t.sockets),
+                None => return,
+            },
+        };
+        loop {
+            let n = match mode {
+                IoMode::Batched => recv_batched(&socket.rtp, io),
+                IoMode::PerPacket => recv_per_packet(&socket.rtp, io),
+            };
+            if n == 0 {
+                break;
+            }
+            let now = Instant::now();
+            let arrival = (now.saturating_duration_since(self.epoch).as_micros() / 125) as u32;
+            for i in 0..n {
+                let Some(from) = io.from[i] else {
+                    src.rejected += 1;
+                    continue;
+                };
+                let packet = &io.bufs[i][..io.lens[i]];
+                let (header, payload) = match rtp_payload(packet) {
+                    Some((h, p)) if src.setup.payload_types.contains(h.payload_type) => (h, p),
+                    _ => {
+                        src.rejected += 1;
+                        continue;
+                    }
+                };
+                match src.accept(from, now, relatch_after) {
+                    Acceptance::Known => {}
+                    Acceptance::Latched => {
+                        let _ = self.events.send(MediaEvent::Latched {
+                            id,
+                            leg,
+                            peer: from,
+                        });
+                    }
+                    Acceptance::Foreign => {
+                        src.rejected += 1;
+                        continue;
+                    }
+                }
+                src.rx
+                    .handle_packet(arrival, &header, packet.len(), header.payload_type < 96);
+                src.last_rx = now;
+                src.timed_out = false;
+                if let Some(a) = audio.as_deref_mut() {
+                    a.handle_rtp(now, leg, &header, payload);
+                }
+            }
+            if n < BATCH && mode == IoMode::Batched {
+                break;
+            }
+        }
+        if let Some(a) = audio.as_deref_mut() {
+            while let Some(ev) = a.poll_event() {
+                let _ = self.events.send(media_event(id, ev));
+            }
+        }
+    }
+
+    /// One 20 ms frame for every processed call.
+    fn tick_audio(&mut self, now: Instant) {
+        let mut processed = 0;
+        for call in self.calls.iter_mut().flatten() {
+            let id = call.id;
+            let Some(mut audio) = call.audio.take() else {
+                continue;
+            };
+            processed += 1;
+            audio.produce_frame(now);
+            for i in 0..3 {
+                let Some(packet) = audio.packet(Leg::from_index(i)) else {
+                    continue;
+                };
+                let Some((state, sockets)) = call.leg_mut(i) else {
+                    continue;
+                };
+                match state.destination() {
+                    Some(d) if sockets.rtp.send_to(packet, d).is_ok() => state.sent += 1,
+                    _ => state.undeliverable += 1,
+                }
+            }
+            if let Some((left, right)) = audio.recorded_frame()
+                && call.recording
+                && !self.recordings.send(RecordMsg::Frame {
+                    id,
+                    left: *left,
+                    right: *right,
+                })
+            {
+                if self.dropped_record_frames.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = self.dropped_record_frames + 1,
+                        "recording thread behind: recording frames dropped"
+                    );
+                }
+                self.dropped_record_frames += 1;
+            }
+            while let Some(ev) = audio.poll_event() {
+                let _ = self.events.send(media_event(id, ev));
+            }
+            if !audio.is_plain() {
+                call.audio = Some(audio);
+            }
+        }
+        if processed == 0 {
+            self.ticker = None;
+        }
+    }
+
+    /// Applies an audio command, entering processed mode if it needs the audio.
+    fn audio_command(&mut self, id: MediaSessionId, cmd: AudioCommand) {
+        let Some(&slot) = self.by_id.get(&id) else {
+            return;
+        };
+        let Some(Some(call)) = self.calls.get_mut(slot) else {
+            return;
+        };
+        if call.audio.is_none() {
+            // Commands that only undo processing change nothing on a plain bridge.
+            let undoes = matches!(
+                cmd,
+                AudioCommand::Reset
+                    | AudioCommand::Stop { .. }
+                    | AudioCommand::StopRecording
+                    | AudioCommand::PauseRecording
+                    | AudioCommand::ResumeRecording
+                    | AudioCommand::DetectDtmf { on: false, .. }
+            );
+            if undoes {
+                return;
+            }
+            call.audio = Some(call.new_audio());
+        }
+        match &cmd {
+            AudioCommand::Record { path, mono } => {
+                if call.recording {
+                    self.recordings.send_control(RecordMsg::Stop(id));
+                }
+                self.recordings.send_control(RecordMsg::Start {
+                    id,
+                    path: path.clone(),
+                    mono: *mono,
+                });
+                call.recording = true;
+            }
+            AudioCommand::StopRecording if call.recording => {
+                self.recordings.send_control(RecordMsg::Stop(id));
+                call.recording = false;
+            }
+            AudioCommand::PauseRecording if call.recording => {
+                self.recordings.send_control(RecordMsg::Pause(id));
+            }
+            AudioCommand::ResumeRecording if call.recording => {
+                self.recordings.send_control(RecordMsg::Resume(id));
+            }
+            _ => {}
+        }
+        if let Some(audio) = call.audio.as_deref_mut() {
+            audio.handle_command(&cmd);
+            if audio.is_plain() {
+                call.audio = None;
+            }
+        }
+        if call.audio.is_some() && self.ticker.is_none() {
+            self.ticker = Some(Ticker::new(Instant::now() + FRAME));
+        }
+    }
+
+    /// Binds the third leg into a call.
+    fn add_third(
+        &mut self,
+        id: MediaSessionId,
+        port: PortPair,
+        sockets: (StdUdpSocket, StdUdpSocket),
+        setup: LegSetup,
+    ) {
+        let slot = match self.by_id.get(&id) {
+            Some(&slot) if matches!(self.calls.get(slot), Some(Some(_))) => slot,
+            _ => {
+                drop(sockets);
+                self.release_ports(&[port]);
+                return;
+            }
+        };
+        self.remove_third(id);
+        let (rtp, rtcp) = sockets;
+        let mut s = LegSockets {
+            rtp: UdpSocket::from_std(rtp),
+            rtcp: UdpSocket::from_std(rtcp),
+        };
+        let registry = self.poll.registry();
+        let failed = registry
+            .register(&mut s.rtp, token(slot, 2, false), Interest::READABLE)
+            .is_err()
+            | registry
+                .register(&mut s.rtcp, token(slot, 2, true), Interest::READABLE)
+                .is_err();
+        if failed {
+            tracing::error!(
+                ?id,
+                "could not register the third leg's sockets; it has no media"
+            );
+        }
+        let Some(Some(call)) = self.calls.get_mut(slot) else {
+            return;
+        };
+        call.third = Some(Box::new(ThirdLeg {
+            port,
+            sockets: s,
+            state: LegState::new(setup, Instant::now()),
+        }));
+        match call.audio.as_deref_mut() {
+            Some(audio) => audio.add_leg(
+                Leg::C,
+                LegParams::from_setup(&setup, rand::random(), rand::random(), rand::random()),
+            ),
+            None => call.audio = Some(call.new_audio()),
+        }
+        if self.ticker.is_none() {
+            self.ticker = Some(Ticker::new(Instant::now() + FRAME));
+        }
+    }
+
+    /// Removes the third leg of a call, if any, and frees its ports.
+    fn remove_third(&mut self, id: MediaSessionId) {
+        let Some(&slot) = self.by_id.get(&id) else {
+            return;
+        };
+        let Some(Some(call)) = self.calls.get_mut(slot) else {
+            return;
+        };
+        let Some(mut third) = call.third.take() else {
+            return;
+        };
+        if let Some(audio) = call.audio.as_deref_mut() {
+            audio.remove_leg(Leg::C);
+            if audio.is_plain() {
+                call.audio = None;
+            }
+        }
+        let _ = self.poll.registry().deregister(&mut third.sockets.rtp);
+        let _ = self.poll.registry().deregister(&mut third.sockets.rtcp);
+        let port = third.port;
+        drop(third);
+        self.release_ports(&[port]);
+    }
+
+    fn release_ports(&self, ports: &[PortPair]) {
+        // Poisoning cannot leave the allocator half-updated (see MediaRelay::lock_ports).
+        let mut pool = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+        for &p in ports {
+            if let Err(e) = pool.release(p) {
+                tracing::error!(error = %e, "port release failed");
+            }
+        }
+    }
+
     fn check_timeouts(&mut self, now: Instant) {
         for call in self.calls.iter_mut().flatten() {
-            for (i, leg) in call.legs.iter_mut().enumerate() {
+            let third = call.third.as_deref_mut().map(|t| &mut t.state);
+            for (i, leg) in call.legs.iter_mut().chain(third).enumerate() {
                 if leg.check_timeout(now, self.config.rtp_timeout) {
                     let _ = self.events.send(MediaEvent::RtpTimeout {
                         id: call.id,
@@ -531,24 +909,27 @@ impl Worker {
                 Ok(Command::Update { id, leg, setup }) => {
                     if let Some(&slot) = self.by_id.get(&id)
                         && let Some(Some(call)) = self.calls.get_mut(slot)
-                        && let Some(l) = call.legs.get_mut(leg.index())
                     {
-                        l.update(setup, Instant::now());
+                        if let Some((l, _)) = call.leg_mut(leg.index()) {
+                            l.update(setup, Instant::now());
+                        }
+                        if let Some(audio) = call.audio.as_deref_mut() {
+                            audio.update_leg(leg, &setup);
+                        }
                     }
                 }
                 Ok(Command::Remove(id)) => self.remove(id),
-                // PLACEHOLDER (being implemented now, see media::control): processed mode.
-                Ok(Command::Audio(id, cmd)) => {
-                    tracing::warn!(?id, ?cmd, "audio processing not implemented yet");
-                }
+                Ok(Command::Audio(id, cmd)) => self.audio_command(id, cmd),
                 Ok(Command::AddLeg {
-                    id, port, sockets, ..
-                }) => {
-                    tracing::warn!(?id, "third leg not implemented yet");
-                    drop(sockets);
-                    let _ = self.ports.lock().map(|mut p| p.release(port));
+                    id,
+                    port,
+                    sockets,
+                    setup,
+                }) => self.add_third(id, port, sockets, setup),
+                Ok(Command::RemoveLeg(id, Leg::C)) => self.remove_third(id),
+                Ok(Command::RemoveLeg(id, leg)) => {
+                    tracing::warn!(?id, ?leg, "legs A and B end with the call, not alone");
                 }
-                Ok(Command::RemoveLeg(..)) => {}
                 Ok(Command::Stats(id, reply)) => {
                     let stats = self
                         .by_id
@@ -589,12 +970,11 @@ impl Worker {
         let registry = self.poll.registry();
         let mut failed = false;
         for (leg, s) in sockets.iter_mut().enumerate() {
-            let base = (slot << 2) | (leg << 1);
             failed |= registry
-                .register(&mut s.rtp, Token(base), Interest::READABLE)
+                .register(&mut s.rtp, token(slot, leg, false), Interest::READABLE)
                 .is_err();
             failed |= registry
-                .register(&mut s.rtcp, Token(base | 1), Interest::READABLE)
+                .register(&mut s.rtcp, token(slot, leg, true), Interest::READABLE)
                 .is_err();
         }
         if failed {
@@ -608,6 +988,9 @@ impl Worker {
                 LegState::new(new.setups[0], now),
                 LegState::new(new.setups[1], now),
             ],
+            third: None,
+            audio: None,
+            recording: false,
         });
         self.by_id.insert(new.id, slot);
     }
@@ -620,25 +1003,35 @@ impl Worker {
             return;
         };
         self.free_slots.push(slot);
-        for s in &mut call.sockets {
+        for s in call
+            .sockets
+            .iter_mut()
+            .chain(call.third.as_deref_mut().map(|t| &mut t.sockets))
+        {
             let _ = self.poll.registry().deregister(&mut s.rtp);
             let _ = self.poll.registry().deregister(&mut s.rtcp);
         }
+        if call.recording {
+            self.recordings.send_control(RecordMsg::Stop(id));
+        }
         let stats = call.stats();
         let ports = call.ports;
+        let third_port = call.third.as_ref().map(|t| t.port);
         // Close the sockets before the ports return to the pool, so a new call given the
         // same ports can bind them.
         drop(call);
-        {
-            // Poisoning cannot leave the allocator half-updated (see MediaRelay::lock_ports).
-            let mut pool = self.ports.lock().unwrap_or_else(|p| p.into_inner());
-            for p in ports {
-                if let Err(e) = pool.release(p) {
-                    tracing::error!(error = %e, "port release failed");
-                }
-            }
+        self.release_ports(&ports);
+        if let Some(p) = third_port {
+            self.release_ports(&[p]);
         }
         let _ = self.events.send(MediaEvent::Removed { id, stats });
+    }
+}
+
+fn media_event(id: MediaSessionId, ev: AudioEvent) -> MediaEvent {
+    match ev {
+        AudioEvent::Dtmf { leg, digit } => MediaEvent::Dtmf { id, leg, digit },
+        AudioEvent::PlayDone { leg, tag } => MediaEvent::PlayDone { id, leg, tag },
     }
 }
 
@@ -654,6 +1047,8 @@ mod tests {
                 peer: Some("10.0.0.1:4000".parse().unwrap()),
                 rtcp_peer: None,
                 payload_types: PayloadTypes::of(&[0]),
+                telephone_event: None,
+                codec: None,
             },
             now,
         )
@@ -704,6 +1099,8 @@ mod tests {
             peer: Some("10.0.0.2:5000".parse().unwrap()),
             rtcp_peer: Some("10.0.0.2:5009".parse().unwrap()),
             payload_types: PayloadTypes::of(&[8]),
+            telephone_event: None,
+            codec: None,
         };
         l.update(new, t0);
         assert_eq!(l.destination(), new.peer);
