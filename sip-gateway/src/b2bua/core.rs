@@ -37,11 +37,14 @@ use super::model::{GatewayModel, ModelIndex};
 
 mod callback;
 mod hold;
+mod ivr;
 mod live;
+mod queue_media;
 mod recording;
 mod reinvite;
 mod supervise;
 mod transfer;
+mod voicemail;
 
 use crate::media::{
     AudioCommand, CallMedia, Leg, LegSetup, MediaError, MediaEvent, MediaSessionId, PayloadTypes,
@@ -302,6 +305,8 @@ pub struct B2bua<M: MediaPort> {
     recording: RecordingSettings,
     /// Supervisor dialogs by transaction and Call-ID (core/supervise.rs).
     monitors: supervise::MonitorIndex,
+    /// Early answer, prompts, IVR, voicemail per call, and their timers (core/queue_media.rs).
+    experience: queue_media::CallerExperience,
 }
 
 impl<M: MediaPort> std::fmt::Debug for B2bua<M> {
@@ -366,6 +371,7 @@ impl<M: MediaPort> B2bua<M> {
             pending_callbacks: HashMap::new(),
             recording: RecordingSettings::default(),
             monitors: supervise::MonitorIndex::default(),
+            experience: queue_media::CallerExperience::default(),
             config,
         }
     }
@@ -411,7 +417,11 @@ impl<M: MediaPort> B2bua<M> {
     /// When [`Self::handle_timeout`] must run next.
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        match (self.tl.poll_timeout(), self.registrar.poll_timeout()) {
+        let t = match (self.tl.poll_timeout(), self.registrar.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (t, self.caller_media_poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -422,6 +432,7 @@ impl<M: MediaPort> B2bua<M> {
         self.tl.handle_timeout(now.mono);
         self.registrar.handle_timeout(now.mono);
         self.pump(now);
+        self.caller_media_timeout(now);
     }
 
     /// A datagram from `source` (UDP). Garbage is dropped (and counted); requests that parse
@@ -480,6 +491,23 @@ impl<M: MediaPort> B2bua<M> {
                 reason,
                 ..
             } => self.withdraw_offer(now, offer, contact, reason),
+            Action::Refused {
+                contact,
+                then: Disposition::Voicemail,
+                ..
+            }
+            | Action::Overflow {
+                contact,
+                target: Disposition::Voicemail,
+                ..
+            } => self.voicemail_for_contact(now, contact),
+            Action::Announce {
+                contact,
+                position,
+                ewt_ms,
+                ..
+            } => self.announce(contact, position, ewt_ms),
+            Action::OfferCallback { contact, .. } => self.offer_callback(contact),
             Action::Refused { contact, .. } => self.refuse(now, contact, 480, "refused"),
             Action::Overflow {
                 contact, target, ..
@@ -502,6 +530,9 @@ impl<M: MediaPort> B2bua<M> {
     /// An event of the media relay.
     pub fn handle_media_event(&mut self, now: Now, event: MediaEvent) {
         if self.supervisor_media_event(now, &event) {
+            return;
+        }
+        if self.caller_media_event(now, &event) {
             return;
         }
         if let MediaEvent::RtpTimeout { id, leg } = event {
@@ -710,7 +741,10 @@ impl<M: MediaPort> B2bua<M> {
                     ),
                 }
             }
-            Method::Info => self.simple(now, tx, &req, source, 200, "OK"),
+            Method::Info => {
+                self.caller_info(now, &req);
+                self.simple(now, tx, &req, source, 200, "OK");
+            }
             Method::Refer => self.refer(now, tx, &req, source),
             _ => {
                 let tag = self.token();
@@ -747,10 +781,17 @@ impl<M: MediaPort> B2bua<M> {
                     .map(|u| String::from_utf8_lossy(&u).into_owned())
             })
             .unwrap_or_default();
-        let Some((tenant, queue)) = self.index.route(&dialled).cloned() else {
-            tracing::info!(%dialled, "INVITE for an unknown number");
-            self.simple(now, tx, &req, source, 404, "Not Found");
-            return;
+        // A DID leads to a queue, or to an IVR menu (the queue is then chosen in the menu).
+        let (tenant, queue, menu) = match self.index.route(&dialled).cloned() {
+            Some((tenant, queue)) => (tenant, queue, None),
+            None => match self.index.route_menu(&dialled).cloned() {
+                Some((tenant, menu)) => (tenant, QueueId::new(""), Some(menu)),
+                None => {
+                    tracing::info!(%dialled, "INVITE for an unknown number");
+                    self.simple(now, tx, &req, source, 404, "Not Found");
+                    return;
+                }
+            },
         };
         let offer = match SessionDescription::parse(req.body()) {
             Ok(o) if !req.body().is_empty() => o,
@@ -835,7 +876,9 @@ impl<M: MediaPort> B2bua<M> {
         new.attributes
             .insert("caller".to_owned(), caller_number.clone());
         new.attributes.insert("dialled".to_owned(), dialled.clone());
-        self.routing.push_back((tenant, Input::NewContact(new)));
+        if menu.is_none() {
+            self.routing.push_back((tenant, Input::NewContact(new)));
+        }
         self.by_contact.insert(contact, key);
         self.by_call_id
             .insert(call_id.clone(), (key, LegRef::Caller));
@@ -877,6 +920,7 @@ impl<M: MediaPort> B2bua<M> {
                 transfer_cseq: 1,
             },
         );
+        self.caller_media_start(now, key, menu);
     }
 
     /// Rings every registered phone of the offered agent.
@@ -1188,6 +1232,8 @@ impl<M: MediaPort> B2bua<M> {
         let caller_invite = call.invite.clone();
         let caller_source = call.source;
         let others: Vec<usize> = (0..call.branches.len()).filter(|&j| j != i).collect();
+        // Whatever plays to the caller stops first (core/queue_media.rs).
+        let answered_early = self.caller_media_on_bridge(key);
         // ACK the agent's 2xx (a new transaction-less request to its Contact).
         let via = self.via(peer.transport);
         let ack = MessageBuilder::request(&Method::Ack, &target)
@@ -1216,7 +1262,7 @@ impl<M: MediaPort> B2bua<M> {
         .header(b"Allow", ALLOW)
         .header(b"Content-Type", b"application/sdp")
         .body(&answer_sdp);
-        if !reconnect {
+        if !reconnect && !answered_early {
             self.respond(now, invite_tx, ok);
         }
         for j in others {
@@ -1278,6 +1324,10 @@ impl<M: MediaPort> B2bua<M> {
 
     /// The caller gave up (CANCEL) before an agent answered.
     fn abandon(&mut self, now: Now, key: CallKey) {
+        if self.caller_answered(key) {
+            // A CANCEL that crossed our early 200 changes nothing; the caller sends BYE.
+            return;
+        }
         let Some(call) = self.calls.get(&key) else {
             return;
         };
@@ -1314,6 +1364,9 @@ impl<M: MediaPort> B2bua<M> {
         if self.refuse_requeued(now, key, result) {
             return;
         }
+        if self.caller_media_refuse(now, key, result) {
+            return;
+        }
         let Some(call) = self.calls.get(&key) else {
             return;
         };
@@ -1339,6 +1392,14 @@ impl<M: MediaPort> B2bua<M> {
 
     /// One side hung up (or the media died): BYE the other side(s), tell the engine.
     fn hang_up(&mut self, now: Now, key: CallKey, from: Option<LegRef>) {
+        if self
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.state != CallState::Connected)
+            && self.caller_media_hang_up(now, key, from)
+        {
+            return;
+        }
         let Some(call) = self.calls.get(&key) else {
             return;
         };
@@ -1474,6 +1535,8 @@ impl<M: MediaPort> B2bua<M> {
         };
         self.supervisor_on_end(now, &mut call);
         let recording = self.recording_on_end(now, &mut call);
+        // A voicemail message is the caller leg's recording (core/voicemail.rs).
+        let recording = recording.or(self.caller_media_on_end(key));
         for i in 0..call.branches.len() {
             if matches!(
                 call.branches[i].state,
@@ -1698,6 +1761,7 @@ mod tests {
                         extension: "1001".into(),
                         secret: SipSecret::from_password("1001", "zentrale", "pw1001"),
                     }],
+                    media: Default::default(),
                 }],
             }));
             Harness {

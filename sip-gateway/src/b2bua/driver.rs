@@ -14,7 +14,8 @@ use acd_core::{Action, Input};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::core::{B2bua, CdrRow, MediaPort, Now};
+use super::control::ControlMessage;
+use super::core::{B2bua, CdrRow, MediaPort, Now, RecordingSettings};
 use super::model::GatewayModel;
 use crate::media::MediaEvent;
 use crate::transport::{Inbound, Outbound};
@@ -32,6 +33,11 @@ pub struct GatewayIo {
     pub model: watch::Receiver<Arc<GatewayModel>>,
     /// Becomes `true` to start a graceful shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// Call-control requests and live-call listings from the API (see [`super::control`]).
+    pub control: mpsc::UnboundedReceiver<ControlMessage>,
+    /// Where recordings go and which queues record every call; a change applies to calls
+    /// bridged afterwards.
+    pub recording: watch::Receiver<RecordingSettings>,
 }
 
 fn now() -> Now {
@@ -54,9 +60,12 @@ pub(crate) async fn drive<M: MediaPort>(
     grace: Duration,
 ) {
     core.set_model(&io.model.borrow_and_update().clone());
+    core.set_recording_settings(io.recording.borrow_and_update().clone());
     let mut draining_until: Option<tokio::time::Instant> = None;
     let mut actions_open = true;
     let mut media_open = true;
+    let mut control_open = true;
+    let mut recording_open = true;
     loop {
         let wake = core
             .poll_timeout()
@@ -79,6 +88,22 @@ pub(crate) async fn drive<M: MediaPort>(
                 Some(ev) => core.handle_media_event(now(), ev),
                 None => media_open = false,
             },
+            msg = io.control.recv(), if control_open => match msg {
+                Some(ControlMessage::Control { request, reply }) => {
+                    let _ = reply.send(core.handle_control(now(), request));
+                }
+                Some(ControlMessage::Calls { tenant, reply }) => {
+                    let _ = reply.send(core.calls_snapshot(tenant));
+                }
+                None => control_open = false,
+            },
+            changed = io.recording.changed(), if recording_open => {
+                if changed.is_ok() {
+                    core.set_recording_settings(io.recording.borrow_and_update().clone());
+                } else {
+                    recording_open = false;
+                }
+            }
             changed = io.model.changed() => {
                 if changed.is_ok() {
                     let model = io.model.borrow_and_update().clone();

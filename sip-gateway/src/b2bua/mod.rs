@@ -5,6 +5,8 @@
 //!   identities), replaceable live.
 //! - [`core`]: the sans-IO call state machines ([`B2bua`]): INVITE → queue → offer → fork to
 //!   the agent's phones → bridge → BYE, CANCEL/abandon, refusals, RTP-timeout clearing, CDRs.
+//! - [`control`]: call control from the API (hold, transfer, recording, supervisor monitor,
+//!   hang-up) and the list of live calls, carried to the driver on a channel.
 //! - `driver`: the tokio task that feeds the core and executes its outputs.
 //!
 //! # Design
@@ -13,10 +15,18 @@
 //! only contacts and offers. All of it is one state machine with time as an argument, so a
 //! test can run a call with a fake clock; the driver is the only place with sockets and timers.
 
+pub mod control;
 pub mod core;
 pub(crate) mod driver;
 pub mod model;
 
-pub use self::core::{B2bua, B2buaConfig, CdrRow, Counters, MediaPort, Now};
+pub use self::core::{
+    B2bua, B2buaConfig, CdrRow, Counters, MediaPort, Now, RecordingSettings, RecordingSummary,
+    recording_path,
+};
+pub use control::{
+    CallControl, CallInfo, CallPhase, ControlError, ControlMessage, ControlRequest,
+    RecordingStatus, SupervisorMode, TransferTarget,
+};
 pub use driver::GatewayIo;
 pub use model::{AgentSip, GatewayModel, SipSecret, TenantModel, normalize_e164};
