@@ -27,3 +27,4 @@ pub mod media;
 pub mod sdp;
 pub mod sip;
 pub mod transport;
+pub mod trunk;

@@ -177,6 +177,7 @@ impl<M: MediaPort> B2bua<M> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use std::net::SocketAddr;
 
     use super::super::tests::{CARRIER, Harness, PHONE, reply, sdp, statuses};
