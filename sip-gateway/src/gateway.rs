@@ -18,6 +18,7 @@ use crate::sip::registrar::RegistrarConfig;
 use crate::sip::transaction::{TimerConfig, TransportKind};
 use crate::transport::{self, Outbound, TransportError, tcp::TcpLimits};
 
+pub use crate::b2bua::model::{IvrChoice, IvrCollect, IvrMenu, IvrTarget, TenantMedia};
 pub use crate::b2bua::{AgentSip, CdrRow, GatewayIo, GatewayModel, SipSecret, TenantModel};
 /// Tenants are named by crm-api's UUIDs; re-exported so the binary need not depend on uuid.
 pub use uuid::Uuid;
@@ -38,6 +39,10 @@ pub struct GatewayConfig {
     pub shutdown_grace: Duration,
     /// TCP limits.
     pub tcp: TcpLimits,
+    /// Prompt overrides are read from `<media_dir>/prompts/<lang>/<name>.wav` at start (over
+    /// the built-in prompts) and voicemail messages written under `<media_dir>/voicemail`;
+    /// `None`: built-in prompts only, no voicemail.
+    pub media_dir: Option<std::path::PathBuf>,
 }
 
 /// Why the gateway could not start.
@@ -128,7 +133,7 @@ pub async fn start(config: GatewayConfig, io: GatewayIo) -> Result<Gateway, Gate
     let mut key = [0u8; 32];
     rand::fill(&mut seed);
     rand::fill(&mut key);
-    let core = B2bua::new(
+    let mut core = B2bua::new(
         B2buaConfig {
             sip_address,
             media_address,
@@ -146,6 +151,9 @@ pub async fn start(config: GatewayConfig, io: GatewayIo) -> Result<Gateway, Gate
         },
         Arc::new(relay),
     );
+    if let Some(dir) = &config.media_dir {
+        core.set_caller_media(caller_prompts(dir), Some(dir.join("voicemail")));
+    }
     let out = Outbound { udp, streams };
     // The driver holds the only sender clone besides the transports; dropping ours here lets
     // the channel close once the listeners stop.
@@ -164,6 +172,27 @@ pub async fn start(config: GatewayConfig, io: GatewayIo) -> Result<Gateway, Gate
     })
 }
 
+/// The built-in prompts with the operator's overrides from `<dir>/prompts` layered on. A broken
+/// override is skipped with a log line: a bad upload must not keep the gateway from starting.
+fn caller_prompts(dir: &std::path::Path) -> crate::audio::prompt::PromptLibrary {
+    let mut prompts = crate::audio::prompt::PromptLibrary::builtin().unwrap_or_else(|e| {
+        tracing::error!("built-in prompts unusable: {e}");
+        crate::audio::prompt::PromptLibrary::new()
+    });
+    let overrides = dir.join("prompts");
+    if overrides.is_dir() {
+        match prompts.load_dir(&overrides) {
+            Ok(n) => {
+                tracing::info!(count = n, dir = %overrides.display(), "prompt overrides loaded")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %overrides.display(), "prompt overrides not loaded: {e}")
+            }
+        }
+    }
+    prompts
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
@@ -173,6 +202,7 @@ impl Default for GatewayConfig {
             realm: "zentrale".to_owned(),
             shutdown_grace: Duration::from_secs(30),
             tcp: TcpLimits::default(),
+            media_dir: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use acd_core::config::QueueMedia;
 use acd_core::{AgentId, QueueId};
 use uuid::Uuid;
 
@@ -53,6 +54,75 @@ pub struct TenantModel {
     pub dids: HashMap<String, QueueId>,
     /// Agents that may register phones.
     pub agents: Vec<AgentSip>,
+    /// What callers hear and choose: queue media, IVR menus, DIDs that lead to a menu.
+    pub media: TenantMedia,
+}
+
+/// A tenant's caller experience (core/queue_media.rs, core/ivr.rs, core/voicemail.rs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantMedia {
+    /// Queues with media (answer, greeting, music, announcements); absent = ringback only.
+    pub queues: HashMap<QueueId, QueueMedia>,
+    /// IVR menus by name.
+    pub menus: HashMap<String, IvrMenu>,
+    /// Dialled number → the menu it enters (DIDs that lead to a queue are in
+    /// [`TenantModel::dids`]).
+    pub entry_menus: HashMap<String, String>,
+}
+
+/// Where an IVR choice leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IvrTarget {
+    /// Enter a queue.
+    Queue(QueueId),
+    /// Another menu.
+    Menu(String),
+    /// An external number (E.164), dialled through the tenant's trunks.
+    Number(String),
+    /// Leave a voicemail.
+    Voicemail,
+    /// Say goodbye and hang up.
+    Hangup,
+}
+
+/// One option of a menu: where it leads, and what it says about the contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IvrChoice {
+    /// Where the digit leads.
+    pub target: IvrTarget,
+    /// Contact attributes set by the choice (e.g. `language = de`); `language` also selects
+    /// the language of the prompts that follow.
+    pub set: Vec<(String, String)>,
+    /// An extra skill requirement for the contact (e.g. `german >= 2`), so the choice steers
+    /// skill routing.
+    pub require: Option<acd_core::SkillExpr>,
+}
+
+/// Digits the caller types in (a customer number), stored as a contact attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IvrCollect {
+    /// The attribute that receives the digits.
+    pub attribute: String,
+    /// At most this many digits; the input ends when reached.
+    pub max_digits: u8,
+    /// A key that ends the input early (usually `#`).
+    pub terminator: Option<char>,
+}
+
+/// An IVR menu as the gateway runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IvrMenu {
+    /// The prompt played on entry (a prompt name).
+    pub prompt: String,
+    /// How long to wait for a key after the prompt, ms.
+    pub timeout_ms: u64,
+    /// Key → choice.
+    pub options: HashMap<char, IvrChoice>,
+    /// Where a timeout (or too many invalid keys) leads; after `collect` also where the
+    /// collected input leads.
+    pub default: IvrTarget,
+    /// Read digits instead of choosing an option.
+    pub collect: Option<IvrCollect>,
 }
 
 /// Every tenant the gateway serves. Extensions and DIDs must be unique across tenants on one
@@ -69,6 +139,10 @@ pub(crate) struct ModelIndex {
     pub(crate) dids: HashMap<String, (Uuid, QueueId)>,
     pub(crate) extensions: HashMap<String, (Uuid, AgentId, SipSecret)>,
     pub(crate) agents: HashMap<(Uuid, AgentId), String>,
+    /// Dialled number → (tenant, menu).
+    pub(crate) entry_menus: HashMap<String, (Uuid, String)>,
+    /// Each tenant's caller experience.
+    pub(crate) media: HashMap<Uuid, Arc<TenantMedia>>,
 }
 
 impl ModelIndex {
@@ -80,6 +154,12 @@ impl ModelIndex {
                     .entry(did.clone())
                     .or_insert_with(|| (t.tenant, queue.clone()));
             }
+            for (did, menu) in &t.media.entry_menus {
+                idx.entry_menus
+                    .entry(did.clone())
+                    .or_insert_with(|| (t.tenant, menu.clone()));
+            }
+            idx.media.insert(t.tenant, Arc::new(t.media.clone()));
             for a in &t.agents {
                 idx.extensions
                     .entry(a.extension.clone())
@@ -89,6 +169,13 @@ impl ModelIndex {
             }
         }
         idx
+    }
+
+    /// The menu a dialled number leads to (when it leads to no queue).
+    pub(crate) fn route_menu(&self, dialled: &str) -> Option<&(Uuid, String)> {
+        self.entry_menus
+            .get(dialled)
+            .or_else(|| normalize_e164(dialled).and_then(|n| self.entry_menus.get(&n)))
     }
 
     /// The queue a dialled number leads to: as dialled, then E.164-normalised.
@@ -146,6 +233,7 @@ mod tests {
                 tenant,
                 dids: HashMap::from([("+4930123456".to_owned(), QueueId::new("support"))]),
                 agents: vec![],
+                media: TenantMedia::default(),
             }],
         });
         let idx = ModelIndex::build(&model);
