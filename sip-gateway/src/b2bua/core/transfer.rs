@@ -1,0 +1,1062 @@
+//! Blind transfer of a connected caller: by REFER from the agent's phone (RFC 3515) or by
+//! the control API, to a queue or straight to another agent's phones.
+//!
+//! # To a queue
+//! The caller goes back to acd-core with `Input::Transfer` (the engine ends the conversation,
+//! puts the transferring agent into wrap-up, logs a `transfer` row and re-queues the contact
+//! with its priority; the transferring agent is not offered it again during that wrap-up).
+//! The caller hears hold music meanwhile; the transfer is complete as soon as the engine has
+//! it, so the REFER gets `202`, `NOTIFY 100 Trying`, `NOTIFY 200 OK` and a BYE at once. The
+//! engine's next `Offer` rings the new agent through the ordinary fork; its answer bridges leg B
+//! to the new phone (the relay re-latches) and does **not** answer the caller again.
+//!
+//! # To an agent
+//! acd-core has no input for "offer this contact to that agent", so the target's phones are
+//! rung directly through the same fork code, under an offer id of ours that the engine never
+//! hears about. While they ring the caller hears music and the transferor stays connected:
+//! - answered → `NOTIFY 200`, BYE to the transferor, leg B moves to the new phone, and the
+//!   engine gets `ContactEnded` (the transferor goes into wrap-up). From then on the call runs
+//!   outside the engine: the new agent is **not** marked busy there (a second offer to that
+//!   agent finds a busy phone, 486, and goes to the next agent), and the CDR carries the
+//!   transferor's leg as `transferred` and the new agent as the call's agent.
+//! - all phones refuse → `NOTIFY` with the final status, and the caller is back with the
+//!   transferor (plain bridge); if the transferor has hung up meanwhile, the caller goes back
+//!   into the call's queue instead of being dropped.
+//!
+//! # Not here
+//! Transfer to an external number waits for the outbound API; attended transfer
+//! (REFER with `Replaces`) needs calls *from* agent phones first; both are refused with a
+//! clear status (`501`).
+//!
+//! The transferor's dialog is one in which we are the UAC (we sent its INVITE with CSeq 1), so
+//! the NOTIFYs and the BYE we send there count on from a CSeq of our own ([`Transfer::cseq`]).
+
+use acd_core::{AgentId, Input, OfferId, QueueId};
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::{B2bua, BranchState, CallKey, CallState, CdrRow, LegRef, MediaPort, Now};
+use crate::b2bua::control::{ControlError, TransferTarget};
+use crate::media::{AudioCommand, Leg, LegSet};
+use crate::sip::transaction::{Peer, TxId};
+use crate::sip::{HeaderName, Message, MessageBuilder, Method, response_to_source};
+
+/// A direct transfer to an agent in progress (transfers to a queue complete at once).
+#[derive(Debug, Clone)]
+pub(super) struct Transfer {
+    /// The branch (the transferor's dialog); `None` once the transferor has hung up.
+    transferor: Option<usize>,
+    /// Whether the transferor asked by REFER and so wants NOTIFYs.
+    notify: bool,
+    /// The offer id of our own under which the target's phones ring.
+    offer: OfferId,
+    /// The agent being rung.
+    agent: AgentId,
+}
+
+/// Where a `Refer-To` (or an API request) leads, resolved against the tenant's model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Resolved {
+    /// An agent's extension.
+    Agent(AgentId, String),
+    /// A queue, by name or by one of its DIDs.
+    Queue(QueueId),
+}
+
+/// What a `Refer-To` header names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ReferTo {
+    /// The user part (extension, queue name, number), unescaped.
+    pub(super) user: String,
+    /// The `Replaces` header parameter (attended transfer), unescaped, if any.
+    pub(super) replaces: Option<String>,
+}
+
+/// Parses `Refer-To: <sip:user@host;params?headers>` (or without angle brackets).
+pub(super) fn parse_refer_to(value: &[u8]) -> Option<ReferTo> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let uri = match (text.find('<'), text.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &text[a + 1..b],
+        (None, None) => text.split(';').next().unwrap_or(text),
+        _ => return None,
+    };
+    let (uri, headers) = match uri.split_once('?') {
+        Some((u, h)) => (u, Some(h)),
+        None => (uri, None),
+    };
+    let rest = ["sip:", "sips:", "tel:"].iter().find_map(|s| {
+        uri.get(..s.len())
+            .filter(|p| p.eq_ignore_ascii_case(s))
+            .map(|_| &uri[s.len()..])
+    })?;
+    let user = match rest.split_once('@') {
+        Some((u, _)) => u,
+        None if uri[..4].eq_ignore_ascii_case("tel:") => rest.split(';').next().unwrap_or(rest),
+        None => return None,
+    };
+    let user = percent_decode(user.split(';').next().unwrap_or(user))?;
+    if user.is_empty() {
+        return None;
+    }
+    let replaces = headers.and_then(|h| {
+        h.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            k.eq_ignore_ascii_case("replaces")
+                .then(|| percent_decode(v))
+                .flatten()
+        })
+    });
+    Some(ReferTo { user, replaces })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn reason_of(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        503 => "Service Unavailable",
+        603 => "Decline",
+        _ => "Failed",
+    }
+}
+
+impl<M: MediaPort> B2bua<M> {
+    /// Resolves a transfer target's user part within `tenant`: an agent's extension first,
+    /// then a DID, then a queue name. The gateway's model lists a tenant's queues only where
+    /// a DID leads to them or they have caller media; a queue with neither cannot be a
+    /// transfer target yet (refused rather than handed to an engine that may not know it).
+    pub(super) fn resolve_transfer_target(&self, tenant: Uuid, user: &str) -> Option<Resolved> {
+        if let Some((t, agent, _)) = self.index.extensions.get(user)
+            && *t == tenant
+        {
+            return Some(Resolved::Agent(agent.clone(), user.to_owned()));
+        }
+        if let Some((t, q)) = self.index.route(user)
+            && *t == tenant
+        {
+            return Some(Resolved::Queue(q.clone()));
+        }
+        let queue = QueueId::new(user);
+        let has_media = self
+            .index
+            .media
+            .get(&tenant)
+            .is_some_and(|m| m.queues.contains_key(&queue));
+        let has_did = self
+            .index
+            .dids
+            .values()
+            .any(|(t, q)| *t == tenant && *q == queue);
+        (has_media || has_did).then_some(Resolved::Queue(queue))
+    }
+
+    /// A REFER inside a call's dialog.
+    pub(super) fn refer(&mut self, now: Now, tx: TxId, req: &Message, source: Peer) {
+        let found = req
+            .call_id()
+            .ok()
+            .flatten()
+            .and_then(|c| self.by_call_id.get(&c).copied());
+        let Some((key, leg)) = found else {
+            self.simple(now, tx, req, source, 481, "Call/Transaction Does Not Exist");
+            return;
+        };
+        let Some(call) = self.calls.get(&key) else {
+            self.simple(now, tx, req, source, 481, "Call/Transaction Does Not Exist");
+            return;
+        };
+        let branch = match leg {
+            LegRef::Branch(i) if call.state == CallState::Connected && call.winner == Some(i) => i,
+            LegRef::Branch(_) => {
+                self.simple(now, tx, req, source, 481, "Call/Transaction Does Not Exist");
+                return;
+            }
+            // The carrier's side transferring "our" agent is not a contact-centre feature.
+            LegRef::Caller => {
+                self.simple(now, tx, req, source, 403, "Forbidden");
+                return;
+            }
+        };
+        if call.transfer.is_some() {
+            self.simple(now, tx, req, source, 491, "Request Pending");
+            return;
+        }
+        let tenant = call.tenant;
+        let refer_to = req
+            .headers_named(&HeaderName::ReferTo)
+            .next()
+            .and_then(|v| parse_refer_to(v));
+        let Some(refer_to) = refer_to else {
+            self.simple(now, tx, req, source, 400, "Bad Refer-To");
+            return;
+        };
+        if refer_to.replaces.is_some() {
+            tracing::info!("attended transfer (Replaces) refused: not built yet");
+            self.simple(now, tx, req, source, 501, "Not Implemented");
+            return;
+        }
+        let Some(target) = self.resolve_transfer_target(tenant, &refer_to.user) else {
+            tracing::info!(user = %refer_to.user, "REFER to an unknown target (external numbers need the outbound API)");
+            self.simple(now, tx, req, source, 404, "Not Found");
+            return;
+        };
+        if let Resolved::Agent(_, ext) = &target
+            && self.registrar.bindings(ext, now.mono).is_empty()
+        {
+            self.simple(now, tx, req, source, 480, "Temporarily Unavailable");
+            return;
+        }
+        let tag = self.token();
+        let accepted = response_to_source(
+            req,
+            Some(source.addr),
+            202,
+            "Accepted",
+            Some(tag.as_bytes()),
+        )
+        .header(b"Contact", self.our_contact().as_bytes())
+        .finish();
+        self.respond(now, tx, accepted);
+        self.notify_refer(now, key, branch, "SIP/2.0 100 Trying", false);
+        let started = match target {
+            Resolved::Queue(q) => self.transfer_to_queue(now, key, q, Some(branch)),
+            Resolved::Agent(agent, ext) => {
+                self.transfer_to_agent(now, key, agent, &ext, Some(branch))
+            }
+        };
+        if let Err(e) = started {
+            tracing::info!("transfer failed at once: {e}");
+            self.notify_refer(now, key, branch, "SIP/2.0 503 Service Unavailable", true);
+        }
+    }
+
+    /// Transfer by the control API.
+    pub(crate) fn control_transfer(
+        &mut self,
+        now: Now,
+        key: CallKey,
+        target: TransferTarget,
+    ) -> Result<(), ControlError> {
+        let call = self.calls.get(&key).ok_or(ControlError::NoSuchCall)?;
+        if call.state != CallState::Connected || call.winner.is_none() {
+            return Err(ControlError::NotConnected);
+        }
+        if call.transfer.is_some() {
+            return Err(ControlError::Unsupported(
+                "a transfer of this call is already in progress",
+            ));
+        }
+        let tenant = call.tenant;
+        match target {
+            TransferTarget::Queue(q) => match self.resolve_transfer_target(tenant, q.as_str()) {
+                Some(Resolved::Queue(q)) => self.transfer_to_queue(now, key, q, None),
+                _ => Err(ControlError::Unsupported(
+                    "no such queue (a queue is reachable by name when a DID leads to it)",
+                )),
+            },
+            TransferTarget::Agent(agent) => {
+                let ext = self
+                    .index
+                    .agents
+                    .get(&(tenant, agent.clone()))
+                    .cloned()
+                    .ok_or(ControlError::NoPhone)?;
+                self.transfer_to_agent(now, key, agent, &ext, None)
+            }
+            TransferTarget::Number(_) => Err(ControlError::Unsupported(
+                "transfer to an external number needs the outbound API",
+            )),
+        }
+    }
+
+    /// Hands the connected caller back to the engine in queue `queue`.
+    fn transfer_to_queue(
+        &mut self,
+        now: Now,
+        key: CallKey,
+        queue: QueueId,
+        refer_branch: Option<usize>,
+    ) -> Result<(), ControlError> {
+        let music = self.hold_music_for(key);
+        let call = self.calls.get_mut(&key).ok_or(ControlError::NoSuchCall)?;
+        let transferor = call.winner.ok_or(ControlError::NotConnected)?;
+        let (tenant, contact, media) = (call.tenant, call.contact, call.media.id);
+        tracing::info!(%contact, %queue, "blind transfer to a queue");
+        call.state = CallState::Queued;
+        call.winner = None;
+        call.held_by = None;
+        call.requeued = true;
+        call.queue = queue.clone();
+        if let Some(b) = call.branches.get_mut(transferor) {
+            b.state = BranchState::Done;
+        }
+        self.routing
+            .push_back((tenant, Input::Transfer { contact, queue }));
+        self.media.audio(media, AudioCommand::Reset);
+        self.media.audio(
+            media,
+            AudioCommand::Play {
+                leg: Leg::A,
+                items: Vec::new(),
+                music,
+                tag: super::hold::HOLD_MUSIC_TAG,
+            },
+        );
+        self.transferor_cdr(now, key, transferor);
+        if let Some(b) = refer_branch {
+            self.notify_refer(now, key, b, "SIP/2.0 200 OK", true);
+        }
+        self.bye_branch(now, key, transferor);
+        Ok(())
+    }
+
+    /// Rings `agent`'s phones for the connected caller (see the module docs).
+    fn transfer_to_agent(
+        &mut self,
+        now: Now,
+        key: CallKey,
+        agent: AgentId,
+        extension: &str,
+        refer_branch: Option<usize>,
+    ) -> Result<(), ControlError> {
+        if self.registrar.bindings(extension, now.mono).is_empty() {
+            return Err(ControlError::NoPhone);
+        }
+        let music = self.hold_music_for(key);
+        let mut random = [0u8; 16];
+        rand::Rng::fill(&mut self.rng, &mut random);
+        let offer = OfferId(uuid::Builder::from_random_bytes(random).into_uuid());
+        let call = self.calls.get_mut(&key).ok_or(ControlError::NoSuchCall)?;
+        let transferor = call.winner.ok_or(ControlError::NotConnected)?;
+        let (tenant, contact, media) = (call.tenant, call.contact, call.media.id);
+        tracing::info!(%contact, %agent, "blind transfer to an agent");
+        call.transfer = Some(Transfer {
+            transferor: Some(transferor),
+            notify: refer_branch.is_some(),
+            offer,
+            agent: agent.clone(),
+        });
+        call.held_by = None;
+        self.media.audio(
+            media,
+            AudioCommand::Play {
+                leg: Leg::A,
+                items: Vec::new(),
+                music,
+                tag: super::hold::HOLD_MUSIC_TAG,
+            },
+        );
+        self.media.audio(
+            media,
+            AudioCommand::Hears {
+                leg: Leg::B,
+                from: LegSet::EMPTY,
+            },
+        );
+        self.offer(now, tenant, offer, contact, agent);
+        // `offer` reports a phone it could not ring to the engine; nothing rings then.
+        let ringing = self
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.branches.iter().any(|b| b.offer == offer));
+        self.routing
+            .retain(|(_, i)| !matches!(i, Input::OfferRejected { offer: o, .. } if *o == offer));
+        if !ringing {
+            if let Some(c) = self.calls.get_mut(&key) {
+                c.transfer = None;
+            }
+            self.media.audio(media, AudioCommand::Reset);
+            return Err(ControlError::NoPhone);
+        }
+        Ok(())
+    }
+
+    /// Whether the branch that answered rings for a direct transfer of this call.
+    pub(super) fn is_transfer_offer(&self, key: CallKey, offer: OfferId) -> bool {
+        self.calls
+            .get(&key)
+            .and_then(|c| c.transfer.as_ref())
+            .is_some_and(|t| t.offer == offer)
+    }
+
+    /// A branch answered a call that had been answered before (a transfer's target): the
+    /// caller is already in a dialog with us, so only the media and the transferor change.
+    /// Called by `branch_answered` after leg B was pointed at the new phone.
+    pub(super) fn transfer_connected(&mut self, now: Now, key: CallKey, i: usize) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        call.requeued = false;
+        call.held_by = None;
+        call.agent_since_ms = Some(now.wall_ms);
+        let (media, tenant, contact) = (call.media.id, call.tenant, call.contact);
+        let direct = call.transfer.take();
+        self.media.audio(media, AudioCommand::Reset);
+        tracing::info!(%contact, branch = i, "transfer connected");
+        if let Some(t) = direct {
+            if let Some(b) = t.transferor {
+                if t.notify {
+                    self.notify_refer(now, key, b, "SIP/2.0 200 OK", true);
+                }
+                self.transferor_cdr(now, key, b);
+                self.bye_branch(now, key, b);
+            }
+            // The conversation the engine knows (with the transferor) is over.
+            self.routing
+                .push_back((tenant, Input::ContactEnded { contact }));
+            if let Some(c) = self.calls.get_mut(&key) {
+                c.engine_released = true;
+            }
+        }
+    }
+
+    /// A phone ringing for a direct transfer failed. Returns `false` when `offer` is not a
+    /// transfer's (the engine's offer failed: its usual report follows). When every phone of
+    /// the target has failed, the transfer fails with the most telling status (busy first).
+    pub(super) fn transfer_branch_failed(
+        &mut self,
+        now: Now,
+        key: CallKey,
+        offer: OfferId,
+    ) -> bool {
+        if !self.is_transfer_offer(key, offer) {
+            return false;
+        }
+        let Some(call) = self.calls.get_mut(&key) else {
+            return true;
+        };
+        let siblings = || call.branches.iter().filter(|b| b.offer == offer);
+        if siblings().any(|b| b.state != BranchState::Done) {
+            return true;
+        }
+        let code = if siblings().any(|b| matches!(b.last_status, 486 | 600)) {
+            486
+        } else {
+            siblings().map(|b| b.last_status).max().unwrap_or(480)
+        };
+        let Some(t) = call.transfer.take() else {
+            return true;
+        };
+        let (media, tenant, contact, queue) =
+            (call.media.id, call.tenant, call.contact, call.queue.clone());
+        tracing::info!(%contact, agent = %t.agent, code, "transfer target did not answer");
+        match t.transferor {
+            Some(b) => {
+                if t.notify {
+                    let frag = format!("SIP/2.0 {code} {}", reason_of(code));
+                    self.notify_refer(now, key, b, &frag, true);
+                }
+                // Back to the transferor.
+                self.media.audio(media, AudioCommand::Reset);
+            }
+            None => {
+                // The transferor is gone: back into the queue rather than dropped.
+                if let Some(c) = self.calls.get_mut(&key) {
+                    c.state = CallState::Queued;
+                    c.winner = None;
+                    c.requeued = true;
+                }
+                self.routing
+                    .push_back((tenant, Input::Transfer { contact, queue }));
+            }
+        }
+        true
+    }
+
+    /// A BYE (`from`) on a call with a direct transfer ringing. Returns `true` when handled
+    /// here: the transferor leaving does not end the call; the caller leaving ends it with
+    /// the transferor's BYE sent in sequence.
+    pub(super) fn transfer_hang_up(
+        &mut self,
+        now: Now,
+        key: CallKey,
+        from: Option<LegRef>,
+    ) -> bool {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return false;
+        };
+        let Some(t) = call.transfer.as_mut() else {
+            return false;
+        };
+        match (from, t.transferor) {
+            (Some(LegRef::Branch(i)), Some(b)) if i == b => {
+                t.transferor = None;
+                if let Some(br) = call.branches.get_mut(b) {
+                    br.state = BranchState::Done;
+                }
+                self.transferor_cdr(now, key, b);
+                true
+            }
+            (Some(LegRef::Branch(_)), _) => true,
+            _ => {
+                let transferor = t.transferor.take();
+                call.transfer = None;
+                if from != Some(LegRef::Caller) {
+                    self.bye_caller(now, key);
+                }
+                if let Some(b) = transferor {
+                    self.bye_branch(now, key, b);
+                }
+                if let Some(c) = self.calls.get(&key) {
+                    let (tenant, contact) = (c.tenant, c.contact);
+                    self.routing
+                        .push_back((tenant, Input::ContactEnded { contact }));
+                }
+                // Pending target branches get CANCEL in `finish`.
+                self.finish(now, key, "answered");
+                true
+            }
+        }
+    }
+
+    /// The engine refused or dropped a caller that was re-queued after it had been answered:
+    /// there is no INVITE to answer any more, so the caller gets a BYE. Returns `false` for a
+    /// caller never answered (the usual final response applies).
+    pub(super) fn refuse_requeued(&mut self, now: Now, key: CallKey, result: &'static str) -> bool {
+        if !self.calls.get(&key).is_some_and(|c| c.requeued) {
+            return false;
+        }
+        self.bye_caller(now, key);
+        self.finish(now, key, result);
+        true
+    }
+
+    /// The CDR row of a transferring agent's leg (result `transferred`).
+    fn transferor_cdr(&mut self, now: Now, key: CallKey, b: usize) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get(b) else {
+            return;
+        };
+        let since = call
+            .agent_since_ms
+            .or(call.answered_ms)
+            .unwrap_or(now.wall_ms);
+        self.cdrs.push_back(CdrRow {
+            tenant: call.tenant,
+            contact: call.contact,
+            leg: "agent",
+            started_ms: since,
+            answered_ms: Some(since),
+            ended_ms: now.wall_ms,
+            caller: call.caller_number.clone(),
+            callee: branch.agent.to_string(),
+            result: "transferred",
+            queue: Some(call.queue.to_string()),
+            agent: Some(branch.agent.to_string()),
+            wait_ms: 0,
+            talk_ms: now.wall_ms.saturating_sub(since),
+            recording: None,
+            mos_x100: None,
+            voicemail: None,
+            transfer: None,
+        });
+    }
+
+    /// Sends `method` in the dialog of branch `b` (we are its UAC), with the next CSeq of ours.
+    fn request_in_branch(
+        &mut self,
+        now: Now,
+        key: CallKey,
+        b: usize,
+        method: &Method,
+        extra: &[(&[u8], &[u8])],
+        body: Option<(&[u8], &[u8])>,
+    ) {
+        let contact = self.our_contact();
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get(b) else {
+            return;
+        };
+        let (Some(to), Some(target)) = (branch.remote_to.clone(), branch.remote_target.clone())
+        else {
+            return;
+        };
+        call.transfer_cseq = call.transfer_cseq.max(2) + 1;
+        let cseq = call.transfer_cseq;
+        let (invite, peer) = (branch.invite.clone(), branch.peer);
+        let via = self.via(peer.transport);
+        let mut m = MessageBuilder::request(method, &target)
+            .header(b"Via", via.as_bytes())
+            .header(b"Max-Forwards", b"70")
+            .copy_headers(&invite, &HeaderName::From)
+            .header(b"To", &to)
+            .copy_headers(&invite, &HeaderName::CallId)
+            .header(
+                b"CSeq",
+                format!("{cseq} {}", String::from_utf8_lossy(method.as_bytes())).as_bytes(),
+            )
+            .header(b"Contact", contact.as_bytes());
+        for (name, value) in extra {
+            m = m.header(name, value);
+        }
+        let bytes: Bytes = match body {
+            Some((ctype, body)) => m.header(b"Content-Type", ctype).body(body),
+            None => m.finish(),
+        };
+        match Message::parse_datagram(bytes, &self.limits) {
+            Ok(msg) => {
+                if let Err(e) = self.tl.send_request(now.mono, msg, peer) {
+                    tracing::warn!("cannot send {method:?} to the transferor: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("built an unparseable in-dialog request: {e}"),
+        }
+    }
+
+    /// A NOTIFY of the implicit REFER subscription (RFC 3515 section 2.4.4) carrying `frag`.
+    fn notify_refer(&mut self, now: Now, key: CallKey, b: usize, frag: &str, last: bool) {
+        let state: &[u8] = if last {
+            b"terminated;reason=noresource"
+        } else {
+            b"active;expires=60"
+        };
+        let body = format!("{frag}\r\n");
+        self.request_in_branch(
+            now,
+            key,
+            b,
+            &Method::Notify,
+            &[(b"Event", b"refer"), (b"Subscription-State", state)],
+            Some((b"message/sipfrag;version=2.0", body.as_bytes())),
+        );
+    }
+
+    /// BYE to branch `b`'s phone, in sequence after our NOTIFYs.
+    fn bye_branch(&mut self, now: Now, key: CallKey, b: usize) {
+        self.request_in_branch(now, key, b, &Method::Bye, &[], None);
+        if let Some(br) = self.calls.get_mut(&key).and_then(|c| c.branches.get_mut(b)) {
+            br.state = BranchState::Done;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use acd_core::{Action, Channel, ContactId, Timestamp};
+
+    use super::super::tests::{CARRIER, Harness, PHONE, TENANT, reply, sdp, statuses};
+    use super::*;
+    use crate::b2bua::control::{CallControl, ControlRequest};
+    use crate::b2bua::model::{AgentSip, GatewayModel, SipSecret, TenantModel};
+    use crate::sip::auth::{ClientCredentials, answer_challenge};
+
+    const PHONE2: &str = "127.0.0.1:5092";
+
+    fn header(m: &Message, name: &HeaderName) -> String {
+        String::from_utf8_lossy(m.headers_named(name).next().unwrap()).into_owned()
+    }
+
+    fn methods(out: &[(SocketAddr, Message)], to: &str, method: &Method) -> Vec<Message> {
+        out.iter()
+            .filter(|(a, m)| a.to_string() == to && m.method() == Some(method))
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// Two agents (1001 on PHONE, 1002 on PHONE2), queue `support` (DID 100) and `sales`
+    /// (DID 200); a call answered by 1001. Returns the contact and our INVITE to 1001.
+    fn connected(h: &mut Harness) -> (ContactId, Message) {
+        h.core.set_model(&Arc::new(GatewayModel {
+            tenants: vec![TenantModel {
+                tenant: TENANT,
+                dids: HashMap::from([
+                    ("100".to_owned(), QueueId::new("support")),
+                    ("200".to_owned(), QueueId::new("sales")),
+                ]),
+                agents: ["1001", "1002"]
+                    .iter()
+                    .map(|e| AgentSip {
+                        agent: AgentId::new(*e),
+                        extension: (*e).into(),
+                        secret: SipSecret::from_password(e, "zentrale", &format!("pw{e}")),
+                    })
+                    .collect(),
+                media: Default::default(),
+                trunks: Default::default(),
+            }],
+        }));
+        h.register();
+        register_1002(h);
+        h.routing();
+        let (_, contact) = h.invite("z9hG4bKxfer");
+        let invite = h.offer(contact, 1)[0].1.clone();
+        h.send(PHONE, &reply(&invite, "200 OK", &sdp(50000)));
+        h.routing();
+        h.core.media.audio.clear();
+        h.core.cdrs.clear();
+        (contact, invite)
+    }
+
+    fn register_1002(h: &mut Harness) {
+        let req = |auth: Option<&str>| {
+            let mut s = format!(
+                "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {PHONE2};branch=z9hG4bKr2{}\nMax-Forwards: 70\nFrom: <sip:1002@127.0.0.1>;tag=r2\nTo: <sip:1002@127.0.0.1>\nCall-ID: reg2@phone\nCSeq: {} REGISTER\nContact: <sip:1002@{PHONE2}>\nExpires: 600\n",
+                auth.map_or(1, |_| 2),
+                auth.map_or(1, |_| 2)
+            );
+            if let Some(a) = auth {
+                s.push_str(&format!("Authorization: {a}\n"));
+            }
+            s.push_str("Content-Length: 0\n\n");
+            s
+        };
+        let out = h.send(PHONE2, &req(None));
+        let challenge = out[0]
+            .1
+            .headers_named(&HeaderName::WwwAuthenticate)
+            .next()
+            .unwrap()
+            .clone();
+        let auth = answer_challenge(
+            &challenge,
+            &ClientCredentials {
+                username: "1002",
+                password: "pw1002",
+            },
+            "REGISTER",
+            "sip:127.0.0.1",
+            "c2",
+            1,
+        )
+        .unwrap();
+        assert_eq!(h.send(PHONE2, &req(Some(&auth)))[0].1.status(), Some(200));
+    }
+
+    /// A REFER from 1001's phone in its dialog with us.
+    fn refer(h: &mut Harness, invite: &Message, refer_to: &str) -> Vec<(SocketAddr, Message)> {
+        h.send(
+            PHONE,
+            &format!(
+                "REFER sip:zentrale@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKrefer{}\nMax-Forwards: 70\nFrom: {};tag=ph\nTo: {}\nCall-ID: {}\nCSeq: 2 REFER\nRefer-To: {refer_to}\nContact: <sip:1001@{PHONE}>\nContent-Length: 0\n\n",
+                h.ms,
+                header(invite, &HeaderName::To),
+                header(invite, &HeaderName::From),
+                header(invite, &HeaderName::CallId),
+            ),
+        )
+    }
+
+    fn caller_bye(h: &mut Harness) -> Vec<(SocketAddr, Message)> {
+        h.send(
+            CARRIER,
+            "BYE sip:zentrale@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbyex\nMax-Forwards: 70\nFrom: <sip:+4930111@carrier>;tag=c\nTo: <sip:100@127.0.0.1>;tag=x\nCall-ID: z9hG4bKxfer@carrier\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+        )
+    }
+
+    fn sipfrag(m: &Message) -> String {
+        String::from_utf8_lossy(m.body()).trim().to_owned()
+    }
+
+    fn cseq(m: &Message) -> u32 {
+        header(m, &HeaderName::CSeq)
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn offer_1002(h: &mut Harness, contact: ContactId) -> Vec<(SocketAddr, Message)> {
+        h.ms += 10;
+        let now = h.now();
+        h.core.handle_action(
+            now,
+            TENANT,
+            Action::Offer {
+                offer: OfferId(Uuid::from_u128(77)),
+                contact,
+                agent: AgentId::new("1002"),
+                queue: QueueId::new("sales"),
+                channel: Channel::Voice,
+                expires_at: Timestamp(now.wall_ms + 20_000),
+            },
+        );
+        h.out()
+    }
+
+    #[test]
+    fn refer_to_a_queue_requeues_the_caller_and_the_next_agent_gets_it_without_a_second_answer() {
+        let mut h = Harness::new();
+        let (contact, invite) = connected(&mut h);
+
+        let out = refer(&mut h, &invite, "<sip:sales@127.0.0.1>");
+        assert_eq!(statuses(&out), vec![202]);
+        let notifies = methods(&out, PHONE, &Method::Notify);
+        assert_eq!(
+            notifies.iter().map(sipfrag).collect::<Vec<_>>(),
+            ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+        );
+        assert_eq!(header(&notifies[0], &HeaderName::Event), "refer");
+        let raw = String::from_utf8_lossy(notifies[1].raw()).into_owned();
+        assert!(raw.contains("Subscription-State: terminated"), "{raw}");
+        let bye = methods(&out, PHONE, &Method::Bye);
+        assert_eq!(bye.len(), 1, "the transferor is released");
+        assert!(
+            cseq(&bye[0]) > cseq(&notifies[1]),
+            "CSeq counts on in the dialog"
+        );
+        assert!(matches!(
+            &h.routing()[..],
+            [Input::Transfer { contact: c, queue }] if *c == contact && queue.as_str() == "sales"
+        ));
+        let audio: Vec<_> = h.core.media.audio.drain(..).map(|(_, c)| c).collect();
+        assert!(matches!(
+            &audio[..],
+            [
+                AudioCommand::Reset,
+                AudioCommand::Play {
+                    leg: Leg::A,
+                    music: Some(_),
+                    ..
+                }
+            ]
+        ));
+        let cdr = h.core.poll_cdr().unwrap();
+        assert_eq!(
+            (cdr.result, cdr.agent.as_deref()),
+            ("transferred", Some("1001"))
+        );
+
+        // The engine offers the re-queued caller to 1002; its answer moves leg B only.
+        let out = offer_1002(&mut h, contact);
+        let invite2 = methods(&out, PHONE2, &Method::Invite).remove(0);
+        let out = h.send(PHONE2, &reply(&invite2, "200 OK", &sdp(52000)));
+        assert!(
+            !out.iter().any(|(a, _)| a.to_string() == CARRIER),
+            "the caller is not answered twice"
+        );
+        assert!(matches!(h.routing()[..], [Input::OfferAccepted { .. }]));
+        assert_eq!(
+            h.core.media.updated.last().map(|u| (u.1, u.2)),
+            Some((Leg::B, Some("127.0.0.1:52000".parse().unwrap())))
+        );
+        assert!(matches!(
+            h.core
+                .media
+                .audio
+                .drain(..)
+                .map(|(_, c)| c)
+                .collect::<Vec<_>>()[..],
+            [AudioCommand::Reset]
+        ));
+
+        let out = caller_bye(&mut h);
+        assert_eq!(methods(&out, PHONE2, &Method::Bye).len(), 1);
+        assert!(methods(&out, PHONE, &Method::Bye).is_empty());
+        assert!(matches!(h.routing()[..], [Input::ContactEnded { .. }]));
+        let cdrs: Vec<CdrRow> = std::iter::from_fn(|| h.core.poll_cdr()).collect();
+        assert!(
+            cdrs.iter().all(|c| c.agent.as_deref() == Some("1002")),
+            "{cdrs:?}"
+        );
+        assert_eq!(h.core.active_calls(), 0);
+    }
+
+    #[test]
+    fn refer_to_an_agent_rings_that_agent_and_releases_the_transferor_on_answer() {
+        let mut h = Harness::new();
+        let (contact, invite) = connected(&mut h);
+
+        let out = refer(&mut h, &invite, "<sip:1002@127.0.0.1:5060;user=phone>");
+        assert_eq!(statuses(&out), vec![202]);
+        assert_eq!(methods(&out, PHONE, &Method::Notify).len(), 1);
+        let invite2 = methods(&out, PHONE2, &Method::Invite).remove(0);
+        assert!(
+            h.routing().is_empty(),
+            "the engine hears nothing while 1002 rings"
+        );
+
+        let out = h.send(PHONE2, &reply(&invite2, "200 OK", &sdp(52000)));
+        let notify = methods(&out, PHONE, &Method::Notify);
+        assert_eq!(
+            notify.iter().map(sipfrag).collect::<Vec<_>>(),
+            ["SIP/2.0 200 OK"]
+        );
+        assert_eq!(methods(&out, PHONE, &Method::Bye).len(), 1);
+        assert!(!out.iter().any(|(a, _)| a.to_string() == CARRIER));
+        assert!(
+            matches!(&h.routing()[..], [Input::ContactEnded { contact: c }] if *c == contact),
+            "the transferor's conversation ends in the engine (wrap-up)"
+        );
+        assert_eq!(h.core.poll_cdr().unwrap().result, "transferred");
+
+        let out = caller_bye(&mut h);
+        assert_eq!(methods(&out, PHONE2, &Method::Bye).len(), 1);
+        assert!(h.routing().is_empty(), "no second ContactEnded");
+        let cdrs: Vec<CdrRow> = std::iter::from_fn(|| h.core.poll_cdr()).collect();
+        assert_eq!(cdrs.len(), 2);
+        assert!(cdrs.iter().all(|c| c.agent.as_deref() == Some("1002")));
+    }
+
+    #[test]
+    fn busy_target_returns_the_caller_to_the_transferor_with_a_failure_notify() {
+        let mut h = Harness::new();
+        let (_, invite) = connected(&mut h);
+        let out = refer(&mut h, &invite, "sip:1002@127.0.0.1");
+        let invite2 = methods(&out, PHONE2, &Method::Invite).remove(0);
+        h.core.media.audio.clear();
+        let out = h.send(PHONE2, &reply(&invite2, "486 Busy Here", ""));
+        let notify = methods(&out, PHONE, &Method::Notify);
+        assert_eq!(
+            notify.iter().map(sipfrag).collect::<Vec<_>>(),
+            ["SIP/2.0 486 Busy Here"]
+        );
+        assert!(methods(&out, PHONE, &Method::Bye).is_empty());
+        assert!(h.routing().is_empty());
+        assert!(matches!(
+            h.core
+                .media
+                .audio
+                .drain(..)
+                .map(|(_, c)| c)
+                .collect::<Vec<_>>()[..],
+            [AudioCommand::Reset]
+        ));
+        // Still the transferor's call: its BYE ends it.
+        let out = caller_bye(&mut h);
+        assert_eq!(methods(&out, PHONE, &Method::Bye).len(), 1);
+    }
+
+    #[test]
+    fn transferor_hanging_up_early_then_target_failing_requeues_the_caller() {
+        let mut h = Harness::new();
+        let (contact, invite) = connected(&mut h);
+        let out = refer(&mut h, &invite, "<sip:1002@127.0.0.1>");
+        let invite2 = methods(&out, PHONE2, &Method::Invite).remove(0);
+        let out = h.send(
+            PHONE,
+            &format!(
+                "BYE sip:zentrale@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKtb\nMax-Forwards: 70\nFrom: {};tag=ph\nTo: {}\nCall-ID: {}\nCSeq: 3 BYE\nContent-Length: 0\n\n",
+                header(&invite, &HeaderName::To),
+                header(&invite, &HeaderName::From),
+                header(&invite, &HeaderName::CallId),
+            ),
+        );
+        assert_eq!(statuses(&out), vec![200]);
+        assert!(
+            out.iter().all(|(a, _)| a.to_string() != CARRIER),
+            "the caller stays"
+        );
+        let out = h.send(PHONE2, &reply(&invite2, "480 Temporarily Unavailable", ""));
+        assert!(methods(&out, PHONE, &Method::Notify).is_empty());
+        assert!(matches!(
+            &h.routing()[..],
+            [Input::Transfer { contact: c, queue }] if *c == contact && queue.as_str() == "support"
+        ));
+        assert_eq!(h.core.active_calls(), 1);
+    }
+
+    #[test]
+    fn unknown_targets_attended_transfer_and_the_callers_refer_are_refused() {
+        let mut h = Harness::new();
+        let (_, invite) = connected(&mut h);
+        assert_eq!(
+            statuses(&refer(&mut h, &invite, "<sip:+4989999@x>")),
+            vec![404]
+        );
+        assert_eq!(
+            statuses(&refer(
+                &mut h,
+                &invite,
+                "<sip:1002@x?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>"
+            )),
+            vec![501]
+        );
+        assert_eq!(statuses(&refer(&mut h, &invite, "garbage")), vec![400]);
+        let out = h.send(
+            CARRIER,
+            "REFER sip:zentrale@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKcr\nMax-Forwards: 70\nFrom: <sip:+4930111@carrier>;tag=c\nTo: <sip:100@127.0.0.1>;tag=x\nCall-ID: z9hG4bKxfer@carrier\nCSeq: 3 REFER\nRefer-To: <sip:1002@x>\nContent-Length: 0\n\n",
+        );
+        assert_eq!(statuses(&out), vec![403]);
+        assert_eq!(h.core.active_calls(), 1);
+    }
+
+    #[test]
+    fn api_transfer_to_queue_and_agent() {
+        let mut h = Harness::new();
+        let (contact, _) = connected(&mut h);
+        let req = |target| ControlRequest {
+            tenant: TENANT,
+            contact,
+            control: CallControl::Transfer { target },
+        };
+        let now = h.now();
+        assert!(matches!(
+            h.core
+                .handle_control(now, req(TransferTarget::Number("+4930".into()))),
+            Err(ControlError::Unsupported(_))
+        ));
+        assert!(matches!(
+            h.core
+                .handle_control(now, req(TransferTarget::Queue(QueueId::new("nope")))),
+            Err(ControlError::Unsupported(_))
+        ));
+        h.core
+            .handle_control(now, req(TransferTarget::Agent(AgentId::new("1002"))))
+            .unwrap();
+        let out = h.out();
+        assert_eq!(methods(&out, PHONE2, &Method::Invite).len(), 1);
+        assert!(
+            methods(&out, PHONE, &Method::Notify).is_empty(),
+            "no REFER, no NOTIFY"
+        );
+        assert!(matches!(
+            h.core
+                .handle_control(now, req(TransferTarget::Queue(QueueId::new("sales")))),
+            Err(ControlError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn refer_to_header_forms() {
+        let p = |s: &str| parse_refer_to(s.as_bytes());
+        assert_eq!(p("<sip:1002@h>").unwrap().user, "1002");
+        assert_eq!(p("sip:sales@h;transport=udp").unwrap().user, "sales");
+        assert_eq!(
+            p("\"Bob\" <sips:%2B4930@h:5061;user=phone>").unwrap().user,
+            "+4930"
+        );
+        assert_eq!(p("<tel:+4930123>").unwrap().user, "+4930123");
+        let r = p("<sip:1002@h?Replaces=c%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>").unwrap();
+        assert_eq!(r.replaces.as_deref(), Some("c@h;to-tag=1;from-tag=2"));
+        for bad in [
+            "",
+            "<sip:@h>",
+            "<sip:1002@h",
+            "http://x",
+            "<sip:%zz@h>",
+            "<tel:>",
+        ] {
+            assert!(p(bad).is_none(), "{bad}");
+        }
+    }
+}
