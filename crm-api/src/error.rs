@@ -58,6 +58,10 @@ pub enum ApiError {
     /// A storage failure; the detail is logged, not returned.
     #[error("internal error")]
     Internal(#[source] StoreError),
+    /// A part of the system this request needs is not running (e.g. call control on a node
+    /// without SIP); retrying later may succeed.
+    #[error("temporarily unavailable")]
+    Unavailable,
 }
 
 impl ApiError {
@@ -87,6 +91,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Internal(_) => "internal",
+            Self::Unavailable => "unavailable",
         }
     }
     /// The HTTP status.
@@ -101,6 +106,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -116,7 +122,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: validation, unauthenticated, forbidden, not_found, conflict, rate_limited,
-    /// payload_too_large, unsupported_media_type, internal.
+    /// payload_too_large, unsupported_media_type, internal, unavailable.
     pub code: String,
     /// Human-readable message.
     pub message: String,

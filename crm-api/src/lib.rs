@@ -13,7 +13,10 @@
 //! - [`auth`]: logins, sessions, API keys, roles, service providers, [`auth::Principal`].
 //! - [`customers`]: customers, identities, custom fields, timeline, tickets, CDRs.
 //! - [`events`]: the `/api/v1/events` WebSocket and screen pop.
+//! - [`calls`]: live calls — list, hold, transfer, recording, supervisor monitoring, hang-up —
+//!   through a [`calls::CallControlPort`] the binary connects to the SIP side.
 //! - [`routing`]: routing administration, audit, the live [`routing::RoutingUpdate`] channel.
+//! - [`sip_credentials`]: agents' SIP extensions and digest secrets (HA1 per tenant realm).
 //! - [`provision`]: applying a routing TOML file.
 //! - [`demo`]: the demo tenant.
 //!
@@ -44,6 +47,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod calls;
 pub mod clock;
 pub mod customers;
 pub mod demo;
@@ -52,6 +56,7 @@ pub mod events;
 pub mod ids;
 pub mod provision;
 pub mod routing;
+pub mod sip_credentials;
 mod state;
 pub mod store;
 
@@ -108,7 +113,19 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             routing::put_object,
             routing::delete_object
         ))
+        .routes(routes!(
+            sip_credentials::get_sip,
+            sip_credentials::put_sip,
+            sip_credentials::delete_sip
+        ))
         .routes(routes!(routing::get_config))
+        .routes(routes!(calls::list_calls))
+        .routes(routes!(calls::hold))
+        .routes(routes!(calls::resume))
+        .routes(routes!(calls::transfer))
+        .routes(routes!(calls::recording))
+        .routes(routes!(calls::monitor, calls::stop_monitor))
+        .routes(routes!(calls::hangup))
         .routes(routes!(routing::list_audit))
         .split_for_parts()
 }

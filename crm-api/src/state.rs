@@ -30,6 +30,8 @@ struct Inner {
     dummy_hash: tokio::sync::OnceCell<String>,
     /// token hash → (principal, trusted until)
     principals: dashmap::DashMap<String, (Principal, DateTime<Utc>)>,
+    /// The channel to the SIP side's call control, set once by the binary.
+    call_control: std::sync::OnceLock<crate::calls::CallControlPort>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -59,6 +61,7 @@ impl AppState {
                 secure_cookies: false,
                 dummy_hash: tokio::sync::OnceCell::new(),
                 principals: dashmap::DashMap::new(),
+                call_control: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -138,6 +141,16 @@ impl AppState {
             })
             .await
             .cloned()
+    }
+
+    /// Connects the live-call endpoints to the SIP side (once; later calls are ignored).
+    pub fn set_call_control(&self, port: crate::calls::CallControlPort) {
+        let _ = self.inner.call_control.set(port);
+    }
+
+    /// The call-control port, when the SIP side is wired.
+    pub fn call_control(&self) -> Option<&crate::calls::CallControlPort> {
+        self.inner.call_control.get()
     }
 
     /// The hub that feeds `/api/v1/events` sockets.
