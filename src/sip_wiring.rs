@@ -17,6 +17,7 @@ use crm_api::routing::{EntryTarget, RoutingModel, RoutingUpdate};
 use crm_api::{Store, customers::CdrRecord};
 use sip_gateway::gateway::Uuid;
 use sip_gateway::gateway::{AgentSip, GatewayConfig, GatewayModel, SipSecret, TenantModel};
+use sip_gateway::gateway::{IvrChoice, IvrCollect, IvrMenu, IvrTarget, TenantMedia};
 use sip_gateway::media::RelayConfig;
 use sip_gateway::sip::transaction::TransportKind;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -48,6 +49,7 @@ pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         realm: "zentrale".to_owned(),
         shutdown_grace: Duration::from_secs(30),
         tcp: Default::default(),
+        media_dir: Some(config.data_dir.clone()),
     })
 }
 
@@ -80,7 +82,67 @@ pub fn tenant_model(tenant: TenantId, model: &RoutingModel, demo: bool) -> Tenan
         tenant: tenant.0,
         dids,
         agents,
+        media: tenant_media(model),
     }
+}
+
+/// Queue media, IVR menus and the DIDs that lead to a menu, as the gateway runs them.
+pub fn tenant_media(model: &RoutingModel) -> TenantMedia {
+    let target = |t: &EntryTarget| match t {
+        EntryTarget::Queue(q) => IvrTarget::Queue(QueueId::new(q)),
+        EntryTarget::Menu(m) => IvrTarget::Menu(m.clone()),
+        EntryTarget::Number(n) => IvrTarget::Number(n.clone()),
+        EntryTarget::Voicemail => IvrTarget::Voicemail,
+        EntryTarget::Hangup => IvrTarget::Hangup,
+    };
+    let key = |digit: &str| digit.chars().next().filter(|_| digit.chars().count() == 1);
+    let mut media = TenantMedia::default();
+    for (id, q) in &model.queues {
+        if let Some(m) = &q.media {
+            media.queues.insert(id.clone(), m.clone());
+        }
+    }
+    for (name, m) in &model.ivr_menus {
+        let mut options = HashMap::new();
+        for (digit, t) in &m.options {
+            let Some(d) = key(digit) else {
+                continue;
+            };
+            options.insert(
+                d,
+                IvrChoice {
+                    target: target(t),
+                    set: m
+                        .set
+                        .get(digit)
+                        .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                        .unwrap_or_default(),
+                    // Validated on save; an expression that no longer parses is dropped.
+                    require: m.require.get(digit).and_then(|e| e.parse().ok()),
+                },
+            );
+        }
+        media.menus.insert(
+            name.clone(),
+            IvrMenu {
+                prompt: m.prompt.clone(),
+                timeout_ms: u64::from(m.timeout_s) * 1000,
+                options,
+                default: target(&m.default),
+                collect: m.collect.as_ref().map(|c| IvrCollect {
+                    attribute: c.attribute.clone(),
+                    max_digits: c.digits,
+                    terminator: c.terminator.chars().next(),
+                }),
+            },
+        );
+    }
+    for (number, did) in &model.dids {
+        if let EntryTarget::Menu(m) = &did.target {
+            media.entry_menus.insert(number.clone(), m.clone());
+        }
+    }
+    media
 }
 
 /// The CDR row as crm-api stores it.
@@ -135,6 +197,8 @@ pub async fn forward_actions(
                         | Action::CancelOffer { .. }
                         | Action::Refused { .. }
                         | Action::Overflow { .. }
+                        | Action::Announce { .. }
+                        | Action::OfferCallback { .. }
                 ) && gateway.send((tenant.0, action)).is_err()
                 {
                     return;

@@ -30,6 +30,14 @@ name = "English"
 strategy = "longest_idle"
 wrap_up_s = 10
 service_level_s = 20
+announce = { on_entry = true, every_s = 30 }
+
+# Callers are answered at once: greeting, then music with position and waiting-time
+# announcements every 30 s (built-in English prompts).
+[queues.support.media]
+greeting = "welcome"
+music = "hold_music"
+language = "en"
 
 [agents.1001]
 skills = { german = 3, english = 2 }

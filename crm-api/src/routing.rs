@@ -71,8 +71,36 @@ pub struct IvrMenu {
     /// Digit (`0`-`9`, `*`, `#`) → target.
     #[serde(default)]
     pub options: BTreeMap<String, EntryTarget>,
-    /// Where a timeout or an invalid digit leads.
+    /// Where a timeout or an invalid digit leads (after `collect`: where the input leads).
     pub default: EntryTarget,
+    /// Digit → contact attributes the choice sets, e.g. `{ "1" = { language = "de" } }`
+    /// (`language` also switches the prompts that follow).
+    #[serde(default)]
+    pub set: BTreeMap<String, BTreeMap<String, String>>,
+    /// Digit → extra skill requirement of the contact, e.g. `{ "1" = "german >= 2" }`, so a
+    /// choice steers skill routing.
+    #[serde(default)]
+    pub require: BTreeMap<String, String>,
+    /// Read digits (a customer number) into a contact attribute instead of offering options.
+    #[serde(default)]
+    pub collect: Option<IvrCollect>,
+}
+
+/// Digits a caller types in an IVR menu, stored as a contact attribute (screen pop, routing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IvrCollect {
+    /// The attribute that receives the digits, e.g. `customer_number`.
+    pub attribute: String,
+    /// At most this many digits (1-32).
+    pub digits: u8,
+    /// The key that ends the input early (`#` or `*`; empty: none).
+    #[serde(default = "default_terminator")]
+    pub terminator: String,
+}
+
+fn default_terminator() -> String {
+    "#".to_owned()
 }
 
 fn default_ivr_timeout() -> u32 {
@@ -401,6 +429,68 @@ impl RoutingModel {
                 target_ok(f, t)?;
             }
             target_ok(format!("ivr_menus.{name}.default"), &m.default)?;
+            for (digit, attrs) in &m.set {
+                let f = format!("ivr_menus.{name}.set.{digit}");
+                if !m.options.contains_key(digit) {
+                    return Err(ApiError::validation(f, "no option for this digit"));
+                }
+                for (k, v) in attrs {
+                    if k.is_empty()
+                        || k.len() > 64
+                        || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        || v.len() > 200
+                    {
+                        return Err(ApiError::validation(
+                            format!("{f}.{k}"),
+                            "an attribute name of a-z 0-9 _ (up to 64) and a value up to 200 characters",
+                        ));
+                    }
+                }
+            }
+            for (digit, expr) in &m.require {
+                let f = format!("ivr_menus.{name}.require.{digit}");
+                if !m.options.contains_key(digit) {
+                    return Err(ApiError::validation(f, "no option for this digit"));
+                }
+                let parsed: acd_core::SkillExpr = expr
+                    .parse()
+                    .map_err(|e| ApiError::validation(f.clone(), format!("{e}")))?;
+                for skill in parsed.skills() {
+                    if !self.skills.contains_key(skill) {
+                        return Err(ApiError::validation(f, format!("unknown skill `{skill}`")));
+                    }
+                }
+            }
+            if let Some(c) = &m.collect {
+                let f = format!("ivr_menus.{name}.collect");
+                if !m.options.is_empty() {
+                    return Err(ApiError::validation(
+                        f,
+                        "a collect menu has no options (the input leads to `default`)",
+                    ));
+                }
+                if c.attribute.is_empty()
+                    || c.attribute.len() > 64
+                    || !c
+                        .attribute
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(ApiError::validation(
+                        format!("{f}.attribute"),
+                        "a-z 0-9 _ (up to 64)",
+                    ));
+                }
+                if !(1..=32).contains(&c.digits) {
+                    return Err(ApiError::validation(format!("{f}.digits"), "1..32"));
+                }
+                if !matches!(c.terminator.as_str(), "" | "#" | "*") {
+                    return Err(ApiError::validation(
+                        format!("{f}.terminator"),
+                        "`#`, `*` or empty",
+                    ));
+                }
+            }
         }
         for (name, t) in &self.trunks {
             if t.host.is_empty() || t.host.len() > 253 || t.host.contains(char::is_whitespace) {

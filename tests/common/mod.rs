@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod caller_media;
+
 pub struct Server {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -35,9 +37,21 @@ impl Server {
 
     /// As [`Server::start`], with extra TOML appended to the configuration.
     pub fn start_with(name: &str, rtp: (u16, u16), extra: &str) -> Server {
+        Server::start_prepared(name, rtp, extra, |_| {})
+    }
+
+    /// As [`Server::start_with`], after `prepare` has put files into the (empty) data
+    /// directory, e.g. prompt overrides under `prompts/<lang>/<name>.wav`.
+    pub fn start_prepared(
+        name: &str,
+        rtp: (u16, u16),
+        extra: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Server {
         let dir = std::env::temp_dir().join(format!("zentrale-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        prepare(&dir.join("data"));
         let config = dir.join("zentrale.toml");
         std::fs::write(
             &config,
