@@ -65,17 +65,32 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let mut routing = RoutingHost::new(store.clone());
     let updates = state.subscribe_routing();
     let actions = routing.subscribe_actions();
+    let cdr_actions = routing.subscribe_actions();
+    // Every tenant with a routing model gets its engine and its SIP model (agents' phones can
+    // register after a restart without anyone touching the configuration first).
     let mut tenants = std::collections::HashMap::new();
-    if let Some(tenant) = demo_tenant {
-        let config = state
-            .routing_config(tenant)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot load the demo routing configuration: {e}"))?;
-        routing.apply(tenant, Arc::new(config)).await;
+    let all = store
+        .tenants()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot list tenants: {e}"))?;
+    for row in all {
+        let Some(tenant) = crm_api::ids::TenantId::parse(&row.id) else {
+            continue;
+        };
         let model = crm_api::routing::load_model(&store, tenant)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot load the demo routing model: {e}"))?;
-        tenants.insert(tenant, (model, true));
+            .map_err(|e| anyhow::anyhow!("cannot load the routing model of {}: {e}", row.slug))?;
+        let is_demo = demo_tenant == Some(tenant);
+        if model == crm_api::routing::RoutingModel::default() && !is_demo {
+            continue;
+        }
+        let sip = crm_api::sip_credentials::load_credentials(&store, tenant)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot load SIP credentials of {}: {e}", row.slug))?;
+        routing
+            .apply(tenant, Arc::new(model.routing_config()))
+            .await;
+        tenants.insert(tenant, (model, is_demo, Arc::new(sip)));
     }
 
     // SIP and media.
@@ -85,8 +100,13 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let (actions_tx, actions_rx) = mpsc::unbounded_channel();
     let (cdr_tx, cdr_rx) = mpsc::unbounded_channel();
     let (sip_shutdown_tx, sip_shutdown) = watch::channel(false);
+    // Call control from the API (sip_wiring.rs translates crm-api's requests) and the
+    // recording settings (directory, queues that record every call).
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (recording_tx, recording_rx) =
+        watch::channel(sip_wiring::recording_settings(&config.data_dir));
     tokio::spawn(sip_wiring::forward_actions(actions, actions_tx));
-    tokio::spawn(sip_wiring::persist_cdrs(store.clone(), cdr_rx));
+    tokio::spawn(sip_wiring::persist_cdrs(store.clone(), cdr_rx, cdr_actions));
     tokio::spawn(sip_wiring::run_routing(
         routing, updates, sip_inputs, models, tenants,
     ));
@@ -98,11 +118,19 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             cdrs: cdr_tx,
             model: model_rx,
             shutdown: sip_shutdown,
+            control: control_rx,
+            recording: recording_rx,
         },
     )
     .await
     .context("cannot start SIP")?;
     let sip_listeners = gateway.listeners.clone();
+    let (port, call_requests) = crm_api::calls::CallControlPort::channel(256);
+    state.set_call_control(port);
+    tokio::spawn(sip_wiring::serve_call_control(call_requests, control_tx));
+    // The settings never change at run time yet (the queues' `record` flag travels in the
+    // model); the sender stays alive so the gateway keeps its settings.
+    let _recording = recording_tx;
 
     let app = crm_api::router(state);
     let listener = tokio::net::TcpListener::bind(config.http.listen)

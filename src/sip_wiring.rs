@@ -12,9 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use acd_core::{Action, Input, QueueId};
+use crm_api::calls::{
+    CallAction, CallError, CallOp, CallPhase, CallReply, CallRequest, LiveCall, MonitorMode,
+    Monitoring, RecordingState, TransferTo,
+};
+use crm_api::customers::CdrWrapUp;
 use crm_api::ids::TenantId;
 use crm_api::routing::{EntryTarget, RoutingModel, RoutingUpdate};
+use crm_api::sip_credentials::SipCredential;
 use crm_api::{Store, customers::CdrRecord};
+use sip_gateway::b2bua::control::CallPhase as GwPhase;
+use sip_gateway::b2bua::control::{
+    CallControl, CallInfo, ControlError, ControlMessage, ControlRequest, RecordingStatus,
+    SupervisorMode, TransferTarget,
+};
 use sip_gateway::gateway::Uuid;
 use sip_gateway::gateway::{AgentSip, GatewayConfig, GatewayModel, SipSecret, TenantModel};
 use sip_gateway::gateway::{IvrChoice, IvrCollect, IvrMenu, IvrTarget, TenantMedia};
@@ -53,10 +64,28 @@ pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
     })
 }
 
-/// The gateway's view of one tenant. Agents get SIP credentials only in the demo tenant
-/// (`demo<extension>`, printed at start): outside `--demo` there are no default passwords,
-/// and provisioning of SIP secrets through the API is still to come.
-pub fn tenant_model(tenant: TenantId, model: &RoutingModel, demo: bool) -> TenantModel {
+/// Where recordings go (`<data_dir>/recordings`) and which queues record every call.
+pub fn recording_settings(data_dir: &std::path::Path) -> sip_gateway::b2bua::RecordingSettings {
+    sip_gateway::b2bua::RecordingSettings {
+        dir: Some(data_dir.join("recordings")),
+        queues: Default::default(),
+    }
+}
+
+/// What the wiring keeps per tenant: its routing model, whether it is the demo tenant (which
+/// gets the `100` short code), and its agents' SIP credentials (HA1, set through the API).
+pub type TenantEntry = (RoutingModel, bool, Arc<Vec<SipCredential>>);
+
+/// The gateway's view of one tenant. Agents get a SIP identity when an admin set their SIP
+/// password (crm-api stores HA1 for the tenant's realm; the demo seed sets `demo<extension>`
+/// the same way); there are no default passwords. Credentials of agents no longer in the
+/// routing model are left out.
+pub fn tenant_model(
+    tenant: TenantId,
+    model: &RoutingModel,
+    demo: bool,
+    sip: &[SipCredential],
+) -> TenantModel {
     let mut dids = HashMap::new();
     for (number, did) in &model.dids {
         if let EntryTarget::Queue(q) = &did.target {
@@ -64,25 +93,28 @@ pub fn tenant_model(tenant: TenantId, model: &RoutingModel, demo: bool) -> Tenan
         }
     }
     let mut agents = Vec::new();
-    if demo {
-        if model.queues.contains_key("support") {
-            // `sip:100@host` reaches the demo queue without dialling the full DID.
-            dids.entry("100".to_owned())
-                .or_insert_with(|| QueueId::new("support"));
+    if demo && model.queues.contains_key("support") {
+        // `sip:100@host` reaches the demo queue without dialling the full DID.
+        dids.entry("100".to_owned())
+            .or_insert_with(|| QueueId::new("support"));
+    }
+    for c in sip {
+        let agent = acd_core::AgentId::new(&c.agent);
+        if !model.agents.contains_key(&agent) {
+            continue;
         }
-        for id in model.agents.keys() {
-            agents.push(AgentSip {
-                agent: id.clone(),
-                extension: id.to_string(),
-                secret: SipSecret::new(format!("demo{id}")),
-            });
-        }
+        agents.push(AgentSip {
+            agent,
+            extension: c.extension.clone(),
+            secret: SipSecret::from_ha1(&c.realm, &c.ha1.md5, &c.ha1.sha256),
+        });
     }
     TenantModel {
         tenant: tenant.0,
         dids,
         agents,
         media: tenant_media(model),
+        trunks: Default::default(),
     }
 }
 
@@ -165,22 +197,121 @@ fn cdr_record(row: &sip_gateway::gateway::CdrRow) -> CdrRecord {
         agent: row.agent.clone(),
         wait_ms: i64::try_from(row.wait_ms).unwrap_or(i64::MAX),
         talk_ms: i64::try_from(row.talk_ms).unwrap_or(i64::MAX),
+        // Set when the agent's wrap-up ends (the engine's `WrapUpEnd` queue-log row).
         wrap_ms: 0,
-        recording: None,
-        quality: serde_json::json!({}),
+        recording: row.recording.as_ref().map(|r| r.path.display().to_string()),
+        quality: match row.mos_x100 {
+            Some(m) => serde_json::json!({ "mos": f64::from(m) / 100.0 }),
+            None => serde_json::json!({}),
+        },
+        mos_x100: row.mos_x100.map(i32::from),
+        recording_ms: row
+            .recording
+            .as_ref()
+            .map(|r| i64::try_from(r.duration_ms).unwrap_or(i64::MAX)),
+        voicemail: row.voicemail.clone(),
+        transfer: row.transfer.clone(),
     }
 }
 
-/// Persists CDR rows as they come; a failed write is logged, the call itself is long over.
+/// Most CDR rows (or wrap-up updates) written in one transaction.
+const CDR_BATCH: usize = 2000;
+/// How many batches a wrap-up whose CDR has not arrived yet is retried for.
+const WRAP_RETRIES: u8 = 20;
+
+/// Persists CDR rows and the agents' wrap-up times, batched like the queue-log writer: wait
+/// for one item, take whatever has accumulated behind it (up to [`CDR_BATCH`]), write the
+/// rows in one transaction and then the wrap-ups in another, repeat. At 1,000 calls/s a
+/// transaction per row fell behind; a drained batch costs one commit. A committed batch is
+/// durable; only rows still in memory are lost in a crash (as before, when each was in
+/// flight on its own). A failed batch is logged and dropped: the calls are long over.
+///
+/// The wrap-up time is known only when the engine ends the agent's wrap-up (its
+/// `QueueLogKind::WrapUpEnd` row, seconds after the CDR), so it is written as an update of
+/// the contact's CDR rows. A wrap-up of 0 s can overtake its CDR (two channels); those are
+/// kept and retried with the next batches.
 pub async fn persist_cdrs(
     store: Store,
     mut rows: mpsc::UnboundedReceiver<sip_gateway::gateway::CdrRow>,
+    mut actions: broadcast::Receiver<(TenantId, Action)>,
 ) {
-    while let Some(row) = rows.recv().await {
-        if let Err(e) = store.insert_cdr(&cdr_record(&row)).await {
-            tracing::error!(contact = %row.contact, "cannot persist CDR: {e}");
+    let mut rows_open = true;
+    let mut actions_open = true;
+    let mut retry: Vec<(CdrWrapUp, u8)> = Vec::new();
+    while rows_open || actions_open {
+        let mut batch = Vec::new();
+        let mut wraps: Vec<(CdrWrapUp, u8)> = std::mem::take(&mut retry);
+        tokio::select! {
+            row = rows.recv(), if rows_open => match row {
+                Some(row) => batch.push(cdr_record(&row)),
+                None => rows_open = false,
+            },
+            action = actions.recv(), if actions_open => match action {
+                Ok((tenant, action)) => wraps.extend(wrap_up(tenant, &action).map(|w| (w, 0))),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("CDR writer missed {n} routing actions; some wrap-up times are lost");
+                }
+                Err(broadcast::error::RecvError::Closed) => actions_open = false,
+            },
+        }
+        while batch.len() < CDR_BATCH {
+            match rows.try_recv() {
+                Ok(row) => batch.push(cdr_record(&row)),
+                Err(_) => break,
+            }
+        }
+        while wraps.len() < CDR_BATCH {
+            match actions.try_recv() {
+                Ok((tenant, action)) => wraps.extend(wrap_up(tenant, &action).map(|w| (w, 0))),
+                Err(_) => break,
+            }
+        }
+        retry = write_cdr_batch(&store, &batch, wraps).await;
+    }
+}
+
+/// Writes one batch; returns the wrap-ups to try again.
+async fn write_cdr_batch(
+    store: &Store,
+    batch: &[CdrRecord],
+    wraps: Vec<(CdrWrapUp, u8)>,
+) -> Vec<(CdrWrapUp, u8)> {
+    if !batch.is_empty()
+        && let Err(e) = store.insert_cdrs(batch).await
+    {
+        tracing::error!(rows = batch.len(), "cannot persist CDRs: {e}");
+    }
+    if wraps.is_empty() {
+        return wraps;
+    }
+    let list: Vec<CdrWrapUp> = wraps.iter().map(|(w, _)| w.clone()).collect();
+    match store.record_wrap_ups(&list).await {
+        Ok(found) => wraps
+            .into_iter()
+            .zip(found)
+            .filter(|((_, tries), found)| !found && *tries < WRAP_RETRIES)
+            .map(|((w, tries), _)| (w, tries + 1))
+            .collect(),
+        Err(e) => {
+            tracing::error!(rows = list.len(), "cannot record wrap-up times: {e}");
+            Vec::new()
         }
     }
+}
+
+/// The wrap-up end in an engine action, if it is one.
+fn wrap_up(tenant: TenantId, action: &Action) -> Option<CdrWrapUp> {
+    let Action::QueueLog(event) = action else {
+        return None;
+    };
+    let acd_core::io::QueueLogKind::WrapUpEnd { wrap_up_ms } = event.kind else {
+        return None;
+    };
+    Some(CdrWrapUp {
+        tenant,
+        contact_id: event.contact?.to_string(),
+        wrap_ms: i64::try_from(wrap_up_ms).unwrap_or(i64::MAX),
+    })
 }
 
 /// Forwards engine actions to the gateway (only the ones it acts on, to keep its queue short).
@@ -219,15 +350,18 @@ pub async fn run_routing(
     mut updates: broadcast::Receiver<RoutingUpdate>,
     mut sip_inputs: mpsc::UnboundedReceiver<(Uuid, Input)>,
     models: watch::Sender<Arc<GatewayModel>>,
-    mut tenants: HashMap<TenantId, (RoutingModel, bool)>,
+    mut tenants: HashMap<TenantId, TenantEntry>,
 ) {
     let mut sip_open = true;
     loop {
         tokio::select! {
             update = updates.recv() => match update {
                 Ok(update) => {
-                    let demo = tenants.get(&update.tenant).is_some_and(|(_, d)| *d);
-                    tenants.insert(update.tenant, ((*update.model).clone(), demo));
+                    let demo = tenants.get(&update.tenant).is_some_and(|(_, d, _)| *d);
+                    tenants.insert(
+                        update.tenant,
+                        ((*update.model).clone(), demo, update.sip.clone()),
+                    );
                     routing.apply(update.tenant, update.config).await;
                     publish_model(&models, &tenants);
                 }
@@ -248,15 +382,143 @@ pub async fn run_routing(
     }
 }
 
+/// Serves crm-api's call-control port: each request is translated into the gateway's
+/// [`ControlMessage`], and the gateway's answer back into crm-api's plain types. Each answer
+/// is awaited in its own task so one slow reply never holds up the next request.
+pub async fn serve_call_control(
+    mut requests: mpsc::Receiver<CallRequest>,
+    gateway: mpsc::UnboundedSender<ControlMessage>,
+) {
+    while let Some(req) = requests.recv().await {
+        let CallRequest { tenant, op, reply } = req;
+        match op {
+            CallOp::List => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if gateway
+                    .send(ControlMessage::Calls {
+                        tenant: tenant.0,
+                        reply: tx,
+                    })
+                    .is_err()
+                {
+                    let _ = reply.send(Err(CallError::Unavailable));
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let answer = match rx.await {
+                        Ok(calls) => Ok(CallReply::Calls(calls.iter().map(live_call).collect())),
+                        Err(_) => Err(CallError::Unavailable),
+                    };
+                    let _ = reply.send(answer);
+                });
+            }
+            CallOp::Control { contact, action } => {
+                let request = ControlRequest {
+                    tenant: tenant.0,
+                    contact: acd_core::ContactId(contact),
+                    control: call_control(action),
+                };
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if gateway
+                    .send(ControlMessage::Control { request, reply: tx })
+                    .is_err()
+                {
+                    let _ = reply.send(Err(CallError::Unavailable));
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let answer = match rx.await {
+                        Ok(Ok(())) => Ok(CallReply::Done),
+                        Ok(Err(ControlError::NoSuchCall)) => Err(CallError::NoSuchCall),
+                        Ok(Err(ControlError::Unavailable)) | Err(_) => Err(CallError::Unavailable),
+                        Ok(Err(e)) => Err(CallError::Refused(e.to_string())),
+                    };
+                    let _ = reply.send(answer);
+                });
+            }
+            _ => {
+                let _ = reply.send(Err(CallError::Unavailable));
+            }
+        }
+    }
+}
+
+fn supervisor_mode(mode: MonitorMode) -> SupervisorMode {
+    match mode {
+        MonitorMode::Listen => SupervisorMode::Listen,
+        MonitorMode::Whisper => SupervisorMode::Whisper,
+        MonitorMode::Barge => SupervisorMode::Barge,
+    }
+}
+
+/// crm-api's action as the gateway's control.
+fn call_control(action: CallAction) -> CallControl {
+    match action {
+        CallAction::Hold => CallControl::Hold,
+        CallAction::Resume => CallControl::Resume,
+        CallAction::Transfer(to) => CallControl::Transfer {
+            target: match to {
+                TransferTo::Queue(q) => TransferTarget::Queue(QueueId::new(q)),
+                TransferTo::Agent(a) => TransferTarget::Agent(acd_core::AgentId::new(a)),
+                TransferTo::Number(n) => TransferTarget::Number(n),
+            },
+        },
+        CallAction::RecordingStart => CallControl::RecordingStart,
+        CallAction::RecordingStop => CallControl::RecordingStop,
+        CallAction::RecordingPause => CallControl::RecordingPause,
+        CallAction::RecordingResume => CallControl::RecordingResume,
+        CallAction::Monitor { supervisor, mode } => CallControl::Monitor {
+            supervisor: acd_core::AgentId::new(supervisor),
+            mode: supervisor_mode(mode),
+        },
+        CallAction::StopMonitor => CallControl::StopMonitor,
+        // Hangup, and anything crm-api adds before the gateway knows it (non_exhaustive).
+        _ => CallControl::Hangup,
+    }
+}
+
+/// The gateway's live call as crm-api lists it.
+fn live_call(c: &CallInfo) -> LiveCall {
+    let time = |ms: u64| {
+        chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(0)).unwrap_or_default()
+    };
+    LiveCall {
+        contact: c.contact.0,
+        queue: c.queue.to_string(),
+        agent: c.agent.as_ref().map(ToString::to_string),
+        phase: match c.phase {
+            GwPhase::Queued => CallPhase::Queued,
+            GwPhase::Ringing => CallPhase::Ringing,
+            _ => CallPhase::Connected,
+        },
+        caller: c.caller.clone(),
+        since: time(c.since_ms),
+        answered_at: c.answered_ms.map(time),
+        recording: match c.recording {
+            RecordingStatus::Off => RecordingState::Off,
+            RecordingStatus::Paused => RecordingState::Paused,
+            _ => RecordingState::On,
+        },
+        monitored_by: c.monitored_by.as_ref().map(|(s, m)| Monitoring {
+            supervisor: s.to_string(),
+            mode: match m {
+                SupervisorMode::Listen => MonitorMode::Listen,
+                SupervisorMode::Whisper => MonitorMode::Whisper,
+                SupervisorMode::Barge => MonitorMode::Barge,
+            },
+        }),
+    }
+}
+
 /// Sends the gateway a model built from every tenant's routing model.
 pub fn publish_model(
     models: &watch::Sender<Arc<GatewayModel>>,
-    tenants: &HashMap<TenantId, (RoutingModel, bool)>,
+    tenants: &HashMap<TenantId, TenantEntry>,
 ) {
     let model = GatewayModel {
         tenants: tenants
             .iter()
-            .map(|(id, (m, demo))| tenant_model(*id, m, *demo))
+            .map(|(id, (m, demo, sip))| tenant_model(*id, m, *demo, sip))
             .collect(),
     };
     models.send_replace(Arc::new(model));
@@ -266,14 +528,26 @@ pub fn publish_model(
 mod tests {
     use super::*;
 
+    fn credential(agent: &str, extension: &str) -> SipCredential {
+        SipCredential {
+            tenant: TenantId(Uuid::from_u128(1)),
+            agent: agent.to_owned(),
+            extension: extension.to_owned(),
+            realm: "demo.zentrale".to_owned(),
+            ha1: crm_api::sip_credentials::Ha1::derive(extension, "demo.zentrale", "demo1001"),
+        }
+    }
+
     #[test]
-    fn demo_tenant_gets_did_short_code_and_demo_credentials_only_in_demo() {
+    fn agents_get_sip_identities_only_from_stored_credentials() {
         let model: RoutingModel = crm_api::provision::parse(
-            "[queues.support]\n[agents.1001]\nqueues=[\"support\"]\n[dids.\"+4930123456\"]\ntarget = { queue = \"support\" }\n",
+            "[queues.support]\n[agents.1001]\nqueues=[\"support\"]\n[agents.1002]\nqueues=[\"support\"]\n[dids.\"+4930123456\"]\ntarget = { queue = \"support\" }\n",
         )
         .expect("valid model");
         let tenant = TenantId(Uuid::from_u128(1));
-        let demo = tenant_model(tenant, &model, true);
+        // 1002 has no password set; `gone` is no longer in the routing model.
+        let sip = [credential("1001", "1001"), credential("gone", "1009")];
+        let demo = tenant_model(tenant, &model, true, &sip);
         assert_eq!(
             demo.dids.get("+4930123456").map(QueueId::as_str),
             Some("support")
@@ -281,11 +555,100 @@ mod tests {
         assert_eq!(demo.dids.get("100").map(QueueId::as_str), Some("support"));
         assert_eq!(demo.agents.len(), 1);
         assert_eq!(demo.agents[0].extension, "1001");
-        let real = tenant_model(tenant, &model, false);
-        assert!(
-            real.agents.is_empty(),
-            "no default passwords outside --demo"
-        );
+        assert_eq!(demo.agents[0].secret.realm(), "demo.zentrale");
+        let real = tenant_model(tenant, &model, false, &[]);
+        assert!(real.agents.is_empty(), "no default passwords");
         assert!(!real.dids.contains_key("100"));
+    }
+
+    fn cdr_row(
+        tenant: Uuid,
+        contact: acd_core::ContactId,
+        leg: &'static str,
+    ) -> sip_gateway::gateway::CdrRow {
+        sip_gateway::gateway::CdrRow {
+            tenant,
+            contact,
+            leg,
+            started_ms: 1_800_000_000_000,
+            answered_ms: Some(1_800_000_001_000),
+            ended_ms: 1_800_000_060_000,
+            caller: "+4930555".to_owned(),
+            callee: "100".to_owned(),
+            result: "answered",
+            queue: Some("support".to_owned()),
+            agent: Some("1001".to_owned()),
+            wait_ms: 1000,
+            talk_ms: 59_000,
+            recording: None,
+            mos_x100: Some(420),
+            voicemail: None,
+            transfer: None,
+        }
+    }
+
+    fn wrap_end(contact: acd_core::ContactId, ms: u64) -> Action {
+        Action::QueueLog(acd_core::QueueLogEvent {
+            at: acd_core::Timestamp(1_800_000_070_000),
+            queue: Some(QueueId::new("support")),
+            contact: Some(contact),
+            agent: Some(acd_core::AgentId::new("1001")),
+            kind: acd_core::io::QueueLogKind::WrapUpEnd { wrap_up_ms: ms },
+        })
+    }
+
+    /// The batch writer: everything sent lands (in a few transactions), wrap-up times reach
+    /// the contact's rows even when the wrap-up end overtakes the CDR, and the task ends when
+    /// both inputs close.
+    #[tokio::test]
+    async fn batch_writer_persists_every_cdr_and_the_wrap_up_times() {
+        let store = Store::open("sqlite::memory:").await.expect("store");
+        let tenant = store
+            .create_tenant("acme", "Acme", chrono::Utc::now())
+            .await
+            .expect("tenant");
+        let (rows_tx, rows_rx) = mpsc::unbounded_channel();
+        let (actions_tx, actions_rx) = broadcast::channel(4096);
+        // The wrap-up end of the first contact overtakes its CDR (two channels).
+        let first = acd_core::ContactId::from_u128(1);
+        actions_tx
+            .send((tenant, wrap_end(first, 2_000)))
+            .expect("send");
+        let writer = tokio::spawn(persist_cdrs(store.clone(), rows_rx, actions_rx));
+        tokio::task::yield_now().await;
+        for i in 1..=600u128 {
+            let contact = acd_core::ContactId::from_u128(i);
+            rows_tx
+                .send(cdr_row(tenant.0, contact, "caller"))
+                .expect("send");
+            rows_tx
+                .send(cdr_row(tenant.0, contact, "agent"))
+                .expect("send");
+        }
+        let second = acd_core::ContactId::from_u128(2);
+        actions_tx
+            .send((tenant, wrap_end(second, 4_500)))
+            .expect("send");
+        // Both inputs close: the writer drains and ends.
+        drop(rows_tx);
+        drop(actions_tx);
+        tokio::time::timeout(Duration::from_secs(30), writer)
+            .await
+            .expect("writer ends")
+            .expect("no panic");
+        assert_eq!(store.cdr_count(tenant).await.expect("count"), 1200);
+        let legs = store
+            .cdrs_of_contact(tenant, &second.to_string())
+            .await
+            .expect("rows");
+        assert_eq!(legs.len(), 2);
+        assert!(legs.iter().all(|l| l.wrap_ms == 4_500), "{legs:?}");
+        assert!(legs.iter().all(|l| l.mos_x100 == Some(420)));
+        let legs = store
+            .cdrs_of_contact(tenant, &first.to_string())
+            .await
+            .expect("rows");
+        assert_eq!(legs.len(), 2);
+        assert!(legs.iter().all(|l| l.wrap_ms == 2_000), "{legs:?}");
     }
 }

@@ -99,6 +99,10 @@ async fn main() {
                     wrap_ms: 10000,
                     recording: None,
                     quality: json!({"mos": 4.3}),
+                    mos_x100: None,
+                    recording_ms: None,
+                    voicemail: None,
+                    transfer: None,
                 })
                 .await
                 .unwrap();

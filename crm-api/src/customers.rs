@@ -1787,79 +1787,170 @@ pub struct CdrRecord {
     /// Quality statistics (MOS, loss, jitter …).
     #[schema(value_type = Object)]
     pub quality: Value,
+    /// Voice quality as MOS x100 (E-model), when the media relay measured it.
+    #[serde(default)]
+    pub mos_x100: Option<i32>,
+    /// Length of the recording, ms (pauses included).
+    #[serde(default)]
+    pub recording_ms: Option<i64>,
+    /// The voicemail the caller left (file reference).
+    #[serde(default)]
+    pub voicemail: Option<String>,
+    /// What a transfer did to this leg (e.g. `blind:1002`).
+    #[serde(default)]
+    pub transfer: Option<String>,
+}
+
+/// The wrap-up of a contact ended: its CDR rows (the legs an agent handled) get the time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdrWrapUp {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// The contact (acd-core contact id, text form).
+    pub contact_id: String,
+    /// Wrap-up duration, ms.
+    pub wrap_ms: i64,
 }
 
 impl Store {
     /// Stores a CDR; when the customer's number is known in the tenant, the call also lands on
     /// that customer's timeline — both rows in one transaction. Returns the customer, if any.
     pub async fn insert_cdr(&self, c: &CdrRecord) -> Result<Option<CustomerId>, StoreError> {
-        let number = if c.direction == "outbound" {
-            &c.callee
-        } else {
-            &c.caller
-        };
-        let customer = match normalize_e164(number) {
-            Some(n) => find_by_identity(self, c.tenant, IdentityKind::Phone, &n).await?,
-            None => None,
-        };
-        let customer_id = customer.map(|c| c.merged_into.unwrap_or(c.id));
-        let tenant = c.tenant.as_text();
-        let mos = c.quality.get("mos").and_then(Value::as_f64);
-        let item = NewTimelineItem {
-            kind: InteractionKind::Call,
-            contact_id: Some(c.contact_id.clone()),
-            queue: c.queue.clone(),
-            agent: c.agent.clone(),
-            direction: Some(c.direction.clone()),
-            wait_s: Some(c.wait_ms / 1000),
-            talk_s: Some(c.talk_ms / 1000),
-            wrap_s: Some(c.wrap_ms / 1000),
-            recording: c.recording.clone(),
-            quality: mos,
-            subject: Some(c.result.clone()),
-            ..Default::default()
-        };
+        Ok(self
+            .insert_cdrs(std::slice::from_ref(c))
+            .await?
+            .into_iter()
+            .next()
+            .flatten())
+    }
+
+    /// Stores a batch of CDRs and their timeline items in one transaction (all or nothing):
+    /// the SIP side's writer drains whatever accumulated into one call, so at 1,000 calls/s
+    /// the database sees a few commits per second instead of two thousand. Returns each
+    /// row's customer, if any, in order.
+    pub async fn insert_cdrs(
+        &self,
+        cdrs: &[CdrRecord],
+    ) -> Result<Vec<Option<CustomerId>>, StoreError> {
+        // Customer look-ups are reads outside the transaction, so the write lock is held only
+        // for the inserts.
+        let mut customers = Vec::with_capacity(cdrs.len());
+        for c in cdrs {
+            let number = if c.direction == "outbound" {
+                &c.callee
+            } else {
+                &c.caller
+            };
+            // Only the caller leg is the customer's call; agent legs would duplicate it.
+            let customer = match normalize_e164(number).filter(|_| c.leg == "caller") {
+                Some(n) => find_by_identity(self, c.tenant, IdentityKind::Phone, &n).await?,
+                None => None,
+            };
+            customers.push(customer.map(|c| c.merged_into.unwrap_or(c.id)));
+        }
         with_pool!(self, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query(
-                "INSERT INTO cdr (id, tenant_id, contact_id, leg, started_at, answered_at, ended_at, \
-                 caller, callee, result, queue, agent, wait_ms, talk_ms, wrap_ms, recording, quality) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-            )
-            .bind(uuid_v7_at(c.started_at).as_hyphenated().to_string())
-            .bind(&tenant)
-            .bind(&c.contact_id)
-            .bind(&c.leg)
-            .bind(c.started_at)
-            .bind(c.answered_at)
-            .bind(c.ended_at)
-            .bind(&c.caller)
-            .bind(&c.callee)
-            .bind(&c.result)
-            .bind(&c.queue)
-            .bind(&c.agent)
-            .bind(c.wait_ms)
-            .bind(c.talk_ms)
-            .bind(c.wrap_ms)
-            .bind(&c.recording)
-            .bind(Json(&c.quality))
-            .execute(&mut *tx)
-            .await?;
-            // Only the caller leg is the customer's call; agent legs would duplicate it.
-            if let Some(cid) = customer_id.filter(|_| c.leg == "caller") {
-                insert_item!(
-                    &mut *tx,
-                    &tenant,
-                    cid.as_text(),
-                    "system",
-                    c.started_at,
-                    item
+            for (c, customer_id) in cdrs.iter().zip(&customers) {
+                let tenant = c.tenant.as_text();
+                sqlx::query(
+                    "INSERT INTO cdr (id, tenant_id, contact_id, leg, started_at, answered_at, ended_at, \
+                     caller, callee, result, queue, agent, wait_ms, talk_ms, wrap_ms, recording, quality, \
+                     mos_x100, recording_ms, voicemail, transfer) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                     $18, $19, $20, $21)",
                 )
+                .bind(uuid_v7_at(c.started_at).as_hyphenated().to_string())
+                .bind(&tenant)
+                .bind(&c.contact_id)
+                .bind(&c.leg)
+                .bind(c.started_at)
+                .bind(c.answered_at)
+                .bind(c.ended_at)
+                .bind(&c.caller)
+                .bind(&c.callee)
+                .bind(&c.result)
+                .bind(&c.queue)
+                .bind(&c.agent)
+                .bind(c.wait_ms)
+                .bind(c.talk_ms)
+                .bind(c.wrap_ms)
+                .bind(&c.recording)
+                .bind(Json(&c.quality))
+                .bind(c.mos_x100)
+                .bind(c.recording_ms)
+                .bind(&c.voicemail)
+                .bind(&c.transfer)
+                .execute(&mut *tx)
                 .await?;
+                if let Some(cid) = customer_id {
+                    let mos = c
+                        .quality
+                        .get("mos")
+                        .and_then(Value::as_f64)
+                        .or(c.mos_x100.map(|m| f64::from(m) / 100.0));
+                    let item = NewTimelineItem {
+                        kind: InteractionKind::Call,
+                        contact_id: Some(c.contact_id.clone()),
+                        queue: c.queue.clone(),
+                        agent: c.agent.clone(),
+                        direction: Some(c.direction.clone()),
+                        wait_s: Some(c.wait_ms / 1000),
+                        talk_s: Some(c.talk_ms / 1000),
+                        wrap_s: Some(c.wrap_ms / 1000),
+                        recording: c.recording.clone(),
+                        quality: mos,
+                        subject: Some(c.result.clone()),
+                        ..Default::default()
+                    };
+                    insert_item!(
+                        &mut *tx,
+                        &tenant,
+                        cid.as_text(),
+                        "system",
+                        c.started_at,
+                        item
+                    )
+                    .await?;
+                }
             }
             tx.commit().await?;
         });
-        Ok(customer_id)
+        Ok(customers)
+    }
+
+    /// Records ended wrap-ups on the CDR rows of their contacts (the legs an agent handled)
+    /// and on the contacts' call items in the timeline, in one transaction. Returns, per
+    /// wrap-up, whether a CDR row was there to take it (a wrap-up of 0 s can arrive before the
+    /// call's CDR; the writer retries those).
+    pub async fn record_wrap_ups(&self, wraps: &[CdrWrapUp]) -> Result<Vec<bool>, StoreError> {
+        let mut found = Vec::with_capacity(wraps.len());
+        with_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            for w in wraps {
+                let n = sqlx::query(
+                    "UPDATE cdr SET wrap_ms = $1 WHERE tenant_id = $2 AND contact_id = $3 \
+                     AND agent IS NOT NULL",
+                )
+                .bind(w.wrap_ms)
+                .bind(w.tenant.as_text())
+                .bind(&w.contact_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "UPDATE interactions SET wrap_s = $1 WHERE tenant_id = $2 AND contact_id = $3 \
+                     AND kind = 'call'",
+                )
+                .bind(w.wrap_ms / 1000)
+                .bind(w.tenant.as_text())
+                .bind(&w.contact_id)
+                .execute(&mut *tx)
+                .await?;
+                found.push(n > 0);
+            }
+            tx.commit().await?;
+        });
+        Ok(found)
     }
 }
 
@@ -1881,6 +1972,10 @@ struct CdrRow {
     wrap_ms: i64,
     recording: Option<String>,
     quality: Json<Value>,
+    mos_x100: Option<i32>,
+    recording_ms: Option<i64>,
+    voicemail: Option<String>,
+    transfer: Option<String>,
 }
 
 /// CDRs of the tenant (newest first), limited to released queues for service providers.
@@ -1896,7 +1991,8 @@ pub async fn list_cdrs(
     let rows = with_pool!(state.store(), |p| {
         sqlx::query_as::<_, CdrRow>(sqlx::AssertSqlSafe(format!(
             "SELECT tenant_id, contact_id, leg, started_at, answered_at, ended_at, caller, callee, \
-             result, queue, agent, wait_ms, talk_ms, wrap_ms, recording, quality FROM cdr \
+             result, queue, agent, wait_ms, talk_ms, wrap_ms, recording, quality, mos_x100, \
+             recording_ms, voicemail, transfer FROM cdr \
              WHERE tenant_id = $1 ORDER BY id DESC LIMIT {limit}"
         )))
         .bind(who.tenant.as_text())
@@ -1906,29 +2002,73 @@ pub async fn list_cdrs(
     let out = rows
         .into_iter()
         .filter(|r| r.queue.as_deref().is_some_and(|q| who.sees_queue(q)) || who.release.is_none())
-        .map(|r| {
-            Ok(CdrRecord {
-                tenant: TenantId::parse(&r.tenant_id).ok_or(StoreError::Corrupt("cdr"))?,
-                contact_id: r.contact_id,
-                leg: r.leg,
-                direction: String::new(),
-                started_at: r.started_at,
-                answered_at: r.answered_at,
-                ended_at: r.ended_at,
-                caller: r.caller,
-                callee: r.callee,
-                result: r.result,
-                queue: r.queue,
-                agent: r.agent,
-                wait_ms: r.wait_ms,
-                talk_ms: r.talk_ms,
-                wrap_ms: r.wrap_ms,
-                recording: r.recording,
-                quality: r.quality.0,
-            })
-        })
+        .map(CdrRow::record)
         .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(axum::Json(out))
+}
+
+impl CdrRow {
+    fn record(r: CdrRow) -> Result<CdrRecord, StoreError> {
+        Ok(CdrRecord {
+            tenant: TenantId::parse(&r.tenant_id).ok_or(StoreError::Corrupt("cdr"))?,
+            contact_id: r.contact_id,
+            leg: r.leg,
+            direction: String::new(),
+            started_at: r.started_at,
+            answered_at: r.answered_at,
+            ended_at: r.ended_at,
+            caller: r.caller,
+            callee: r.callee,
+            result: r.result,
+            queue: r.queue,
+            agent: r.agent,
+            wait_ms: r.wait_ms,
+            talk_ms: r.talk_ms,
+            wrap_ms: r.wrap_ms,
+            recording: r.recording,
+            quality: r.quality.0,
+            mos_x100: r.mos_x100,
+            recording_ms: r.recording_ms,
+            voicemail: r.voicemail,
+            transfer: r.transfer,
+        })
+    }
+}
+
+const CDR_COLS: &str = "tenant_id, contact_id, leg, started_at, answered_at, ended_at, caller, \
+    callee, result, queue, agent, wait_ms, talk_ms, wrap_ms, recording, quality, mos_x100, \
+    recording_ms, voicemail, transfer";
+
+impl Store {
+    /// The CDR rows of one contact (its legs), oldest first.
+    pub async fn cdrs_of_contact(
+        &self,
+        tenant: TenantId,
+        contact_id: &str,
+    ) -> Result<Vec<CdrRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {CDR_COLS} FROM cdr WHERE tenant_id = $1 AND contact_id = $2 ORDER BY id"
+        );
+        let rows = with_pool!(self, |p| {
+            sqlx::query_as::<_, CdrRow>(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(tenant.as_text())
+                .bind(contact_id)
+                .fetch_all(p)
+                .await?
+        });
+        rows.into_iter().map(CdrRow::record).collect()
+    }
+
+    /// How many CDR rows a tenant has.
+    pub async fn cdr_count(&self, tenant: TenantId) -> Result<i64, StoreError> {
+        let (n,): (i64,) = with_pool!(self, |p| {
+            sqlx::query_as("SELECT COUNT(*) FROM cdr WHERE tenant_id = $1")
+                .bind(tenant.as_text())
+                .fetch_one(p)
+                .await?
+        });
+        Ok(n)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

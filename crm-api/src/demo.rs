@@ -57,10 +57,44 @@ label = "Callback needed"
 queues = ["support"]
 "#;
 
+/// The demo phones' SIP passwords (extension = agent id), stored as HA1 like any other.
+pub const DEMO_SIP: &[(&str, &str)] = &[("1001", "demo1001"), ("1002", "demo1002")];
+
+/// Gives the demo agents their SIP credentials where they have none (an admin's change stays).
+async fn seed_sip(store: &Store, tenant: TenantId) -> Result<(), ApiError> {
+    let have = crate::sip_credentials::load_credentials(store, tenant).await?;
+    let model = crate::routing::load_model(store, tenant).await?;
+    for (agent, password) in DEMO_SIP {
+        if have.iter().any(|c| c.agent == *agent)
+            || !model
+                .agents
+                .contains_key(&acd_core::ids::AgentId::new(*agent))
+        {
+            continue;
+        }
+        crate::sip_credentials::set_credentials(
+            store,
+            tenant,
+            "demo",
+            Utc::now(),
+            agent,
+            &crate::sip_credentials::SetSipCredentials {
+                password: (*password).to_owned(),
+                extension: None,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Creates the demo tenant if it does not exist yet (idempotent) and returns its id.
 pub async fn seed(store: &Store) -> Result<TenantId, ApiError> {
     if let Some(t) = store.tenant_by_slug(DEMO_TENANT).await? {
-        return TenantId::parse(&t.id).ok_or(ApiError::NotFound);
+        let tenant = TenantId::parse(&t.id).ok_or(ApiError::NotFound)?;
+        // A demo database from before SIP credentials were stored gets them now.
+        seed_sip(store, tenant).await?;
+        return Ok(tenant);
     }
     let now = Utc::now();
     let tenant = store.create_tenant(DEMO_TENANT, "Demo GmbH", now).await?;
@@ -91,6 +125,7 @@ pub async fn seed(store: &Store) -> Result<TenantId, ApiError> {
     let model: RoutingModel = crate::provision::parse(DEMO_ROUTING)
         .map_err(|e| ApiError::validation("demo", e.to_string()))?;
     apply_change(store, tenant, "demo", now, Change::Replace(Box::new(model))).await?;
+    seed_sip(store, tenant).await?;
     for (name, company, phone, email) in [
         (
             "Erika Mustermann",

@@ -569,6 +569,8 @@ pub struct RoutingUpdate {
     pub config: Arc<RoutingConfig>,
     /// The complete model (trunks, DIDs, IVR for the SIP side).
     pub model: Arc<RoutingModel>,
+    /// The tenant's agents' SIP credentials (digest HA1, see [`crate::sip_credentials`]).
+    pub sip: Arc<Vec<crate::sip_credentials::SipCredential>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -745,11 +747,13 @@ impl AppState {
     ) -> Result<(RoutingModel, Option<Value>), ApiError> {
         let (model, version, after) =
             apply_change(self.store(), tenant, actor, self.now(), change).await?;
+        let sip = crate::sip_credentials::load_credentials(self.store(), tenant).await?;
         self.publish_routing(RoutingUpdate {
             tenant,
             version,
             config: Arc::new(model.routing_config()),
             model: Arc::new(model.clone()),
+            sip: Arc::new(sip),
         });
         self.events().publish(Envelope {
             tenant,
@@ -759,6 +763,27 @@ impl AppState {
             },
         });
         Ok((model, after))
+    }
+
+    /// Publishes the tenant's current model and SIP credentials again (after a change that is
+    /// not a routing object, such as an agent's SIP password).
+    pub async fn republish_routing(&self, tenant: TenantId) -> Result<(), ApiError> {
+        let model = load_model(self.store(), tenant).await?;
+        let sip = crate::sip_credentials::load_credentials(self.store(), tenant).await?;
+        let version: (i64,) = with_pool!(self.store(), |p| {
+            sqlx::query_as("SELECT routing_version FROM tenants WHERE id = $1")
+                .bind(tenant.as_text())
+                .fetch_one(p)
+                .await?
+        });
+        self.publish_routing(RoutingUpdate {
+            tenant,
+            version: version.0,
+            config: Arc::new(model.routing_config()),
+            model: Arc::new(model),
+            sip: Arc::new(sip),
+        });
+        Ok(())
     }
 
     /// The tenant's current engine configuration (what the binary loads at start).

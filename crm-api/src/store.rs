@@ -202,6 +202,17 @@ impl Store {
         }))
     }
 
+    /// Every tenant, oldest first (the binary starts each one's routing and SIP model).
+    pub async fn tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as::<_, TenantRow>(
+                "SELECT id, slug, name, created_at FROM tenants ORDER BY created_at, id",
+            )
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
     /// Appends queue-log rows in one transaction (all or nothing).
     pub async fn append_queue_log(&self, rows: &[QueueLogEntry]) -> Result<(), StoreError> {
         with_pool!(self, |p| {

@@ -385,6 +385,10 @@ async fn cdr_of_known_caller_lands_on_timeline(db: &TestDb) {
         wrap_ms: 5_000,
         recording: Some("rec/1.wav".into()),
         quality: json!({"mos": 4.2}),
+        mos_x100: None,
+        recording_ms: None,
+        voicemail: None,
+        transfer: None,
     };
     let cust = db.store.insert_cdr(&cdr).await.unwrap();
     assert_eq!(cust.map(|c| c.to_string()).as_deref(), c["id"].as_str());

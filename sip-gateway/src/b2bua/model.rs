@@ -12,25 +12,47 @@ use acd_core::config::QueueMedia;
 use acd_core::{AgentId, QueueId};
 use uuid::Uuid;
 
-/// An agent's SIP password. Held in memory only (the binary derives it; it is never written
-/// to the database or a log), and redacted from `Debug`.
+use crate::sip::auth::DigestHa1;
+
+/// An agent's SIP secret as the registrar needs it: digest HA1 (MD5 and SHA-256) and the
+/// realm it was computed for (the tenant's), never the password. crm-api stores exactly this
+/// (see its `sip_credentials` module for why HA1 is the standard trade-off); the binary hands
+/// it over. Redacted from `Debug` (HA1 is a password-equivalent in its realm).
 #[derive(Clone, PartialEq, Eq)]
-pub struct SipSecret(String);
+pub struct SipSecret(DigestHa1);
 
 impl SipSecret {
-    /// Wraps a password.
-    pub fn new(password: impl Into<String>) -> SipSecret {
-        SipSecret(password.into())
+    /// Stored HA1 material (lower-case hex) for `realm`.
+    pub fn from_ha1(
+        realm: impl Into<String>,
+        md5: impl Into<String>,
+        sha256: impl Into<String>,
+    ) -> SipSecret {
+        SipSecret(DigestHa1 {
+            realm: realm.into(),
+            md5: md5.into(),
+            sha256: sha256.into(),
+        })
     }
 
-    pub(crate) fn expose(&self) -> &str {
+    /// Derives HA1 from a password (tests; the demo derives it in crm-api like any other).
+    pub fn from_password(user: &str, realm: &str, password: &str) -> SipSecret {
+        SipSecret(DigestHa1::from_password(user, realm, password))
+    }
+
+    /// The realm challenges for this agent name.
+    pub fn realm(&self) -> &str {
+        &self.0.realm
+    }
+
+    pub(crate) fn ha1(&self) -> &DigestHa1 {
         &self.0
     }
 }
 
 impl std::fmt::Debug for SipSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SipSecret(..)")
+        write!(f, "SipSecret(realm {:?}, ..)", self.0.realm)
     }
 }
 
@@ -56,6 +78,24 @@ pub struct TenantModel {
     pub agents: Vec<AgentSip>,
     /// What callers hear and choose: queue media, IVR menus, DIDs that lead to a menu.
     pub media: TenantMedia,
+    /// Carrier trunks and which DIDs are bound to one (`trunk/`, core/trunks.rs).
+    pub trunks: TenantTrunks,
+}
+
+/// A tenant's carrier trunks.
+///
+/// Inbound identification policy: an INVITE whose source IP is one of a trunk's addresses is
+/// attributed to that trunk (and counts against its `max_channels`). A DID bound to a trunk
+/// (`did_trunks`) is reached only by calls from that trunk; a DID without a trunk is reached
+/// from any source, unless the gateway runs with `trusted_sources_only`, which refuses every
+/// INVITE to a DID that does not come from a configured trunk (phones of registered agents
+/// are not affected: they never call DIDs through the B2BUA's inbound path).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantTrunks {
+    /// The trunks in failover order (outbound calls try them first to last).
+    pub trunks: Vec<crate::trunk::TrunkModel>,
+    /// DID → the name of the trunk it must arrive on.
+    pub did_trunks: HashMap<String, String>,
 }
 
 /// A tenant's caller experience (core/queue_media.rs, core/ivr.rs, core/voicemail.rs).
@@ -143,6 +183,15 @@ pub(crate) struct ModelIndex {
     pub(crate) entry_menus: HashMap<String, (Uuid, String)>,
     /// Each tenant's caller experience.
     pub(crate) media: HashMap<Uuid, Arc<TenantMedia>>,
+    /// Source IP → (tenant, trunk name): inbound identification.
+    pub(crate) trunk_sources: HashMap<std::net::IpAddr, (Uuid, String)>,
+    /// Source address (IP and port) → (tenant, trunk name): preferred over the IP alone when
+    /// several trunks share an address (carriers with one IP and several ports, tests).
+    pub(crate) trunk_source_addrs: HashMap<std::net::SocketAddr, (Uuid, String)>,
+    /// Each tenant's trunks in failover order.
+    pub(crate) trunks: HashMap<Uuid, Vec<crate::trunk::TrunkModel>>,
+    /// DID (as configured) → the trunk it is bound to.
+    pub(crate) did_trunks: HashMap<String, String>,
 }
 
 impl ModelIndex {
@@ -160,6 +209,20 @@ impl ModelIndex {
                     .or_insert_with(|| (t.tenant, menu.clone()));
             }
             idx.media.insert(t.tenant, Arc::new(t.media.clone()));
+            for trunk in &t.trunks.trunks {
+                for a in &trunk.addresses {
+                    idx.trunk_source_addrs
+                        .entry(*a)
+                        .or_insert_with(|| (t.tenant, trunk.name.clone()));
+                    idx.trunk_sources
+                        .entry(a.ip())
+                        .or_insert_with(|| (t.tenant, trunk.name.clone()));
+                }
+            }
+            idx.trunks.insert(t.tenant, t.trunks.trunks.clone());
+            for (did, trunk) in &t.trunks.did_trunks {
+                idx.did_trunks.insert(did.clone(), trunk.clone());
+            }
             for a in &t.agents {
                 idx.extensions
                     .entry(a.extension.clone())
@@ -234,6 +297,7 @@ mod tests {
                 dids: HashMap::from([("+4930123456".to_owned(), QueueId::new("support"))]),
                 agents: vec![],
                 media: TenantMedia::default(),
+                trunks: Default::default(),
             }],
         });
         let idx = ModelIndex::build(&model);

@@ -215,29 +215,39 @@ impl DigestServer {
         &self.realm
     }
 
-    fn mac(&self, ts: u64) -> HmacSha256 {
+    fn mac(&self, realm: &str, ts: u64) -> HmacSha256 {
         // HMAC accepts keys of any length, so this cannot fail.
         let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
         m.update(&ts.to_be_bytes());
-        m.update(self.realm.as_bytes());
+        m.update(realm.as_bytes());
         m
     }
 
     /// A nonce issued at `now_secs`: hex(time) + hex(HMAC(time, realm)).
     pub fn nonce(&self, now_secs: u64) -> String {
-        let tag = self.mac(now_secs).finalize().into_bytes();
+        self.nonce_in(&self.realm, now_secs)
+    }
+
+    /// A nonce for another realm (one per tenant): a nonce of one realm is not valid in another.
+    pub fn nonce_in(&self, realm: &str, now_secs: u64) -> String {
+        let tag = self.mac(realm, now_secs).finalize().into_bytes();
         format!("{:016x}{}", now_secs, hex::encode(tag))
     }
 
     /// Checks a nonce: ours and within its lifetime.
     pub fn check_nonce(&self, nonce: &str, now_secs: u64) -> Result<(), AuthError> {
+        self.check_nonce_in(&self.realm, nonce, now_secs)
+    }
+
+    /// Checks a nonce issued for `realm`.
+    pub fn check_nonce_in(&self, realm: &str, nonce: &str, now_secs: u64) -> Result<(), AuthError> {
         if nonce.len() != 16 + 64 || !nonce.is_ascii() {
             return Err(AuthError::BadNonce);
         }
         let ts = u64::from_str_radix(&nonce[..16], 16).map_err(|_| AuthError::BadNonce)?;
         let tag = hex::decode(&nonce[16..]).map_err(|_| AuthError::BadNonce)?;
         // verify_slice compares in constant time.
-        self.mac(ts)
+        self.mac(realm, ts)
             .verify_slice(&tag)
             .map_err(|_| AuthError::BadNonce)?;
         if ts > now_secs.saturating_add(5) {
@@ -251,10 +261,16 @@ impl DigestServer {
 
     /// A WWW-Authenticate / Proxy-Authenticate value.
     pub fn challenge(&self, now_secs: u64, alg: Algorithm, stale: bool) -> String {
+        self.challenge_in(&self.realm, now_secs, alg, stale)
+    }
+
+    /// A challenge in another realm (the tenant's). `realm` must be quotable (see
+    /// [`DigestHa1::is_well_formed`]).
+    pub fn challenge_in(&self, realm: &str, now_secs: u64, alg: Algorithm, stale: bool) -> String {
         let mut s = format!(
             "Digest realm=\"{}\", nonce=\"{}\", algorithm={}, qop=\"auth\"",
-            self.realm,
-            self.nonce(now_secs),
+            realm,
+            self.nonce_in(realm, now_secs),
             alg.token()
         );
         if stale {
@@ -277,7 +293,8 @@ impl DigestServer {
         credentials.get("username")
     }
 
-    /// Verifies parsed credentials for a request with `method`, given the user's password.
+    /// Verifies parsed credentials for a request with `method`, given the user's password
+    /// (in this server's realm). Stored credentials go through [`Self::verify_ha1`].
     pub fn verify(
         &self,
         now_secs: u64,
@@ -285,10 +302,27 @@ impl DigestServer {
         credentials: &AuthParams,
         password: &str,
     ) -> Result<Authenticated, AuthError> {
+        let username = credentials
+            .get("username")
+            .ok_or(AuthError::Missing("username"))?;
+        let ha1 = DigestHa1::from_password(username, &self.realm, password);
+        self.verify_ha1(now_secs, method, credentials, &ha1)
+    }
+
+    /// Verifies parsed credentials against stored HA1 material: the credentials must name
+    /// `ha1`'s realm (HA1 is bound to it), carry a nonce this server issued for that realm and
+    /// not yet expired, and the response computed from the HA1 of the algorithm they use.
+    pub fn verify_ha1(
+        &self,
+        now_secs: u64,
+        method: &str,
+        credentials: &AuthParams,
+        ha1: &DigestHa1,
+    ) -> Result<Authenticated, AuthError> {
         let get = |n: &'static str| credentials.get(n).ok_or(AuthError::Missing(n));
         let username = get("username")?;
         let realm = get("realm")?;
-        if realm != self.realm {
+        if realm != ha1.realm {
             return Err(AuthError::WrongRealm);
         }
         let alg = Algorithm::from_token(credentials.get("algorithm").unwrap_or("MD5").as_bytes())?;
@@ -302,8 +336,8 @@ impl DigestServer {
             None => return Err(AuthError::Missing("qop")),
         };
         // The MAC is checked before the hash so a forged nonce learns nothing about the password.
-        self.check_nonce(nonce, now_secs)?;
-        let expected = digest_response(alg, username, realm, password, method, uri, nonce, qop);
+        self.check_nonce_in(realm, nonce, now_secs)?;
+        let expected = response_from_ha1(alg, ha1.for_algorithm(alg), method, uri, nonce, qop);
         // Compare without an early exit so timing does not reveal how much of a guess matched.
         let ok = expected.len() == response.len()
             && expected
@@ -317,6 +351,62 @@ impl DigestServer {
         Ok(Authenticated {
             username: username.to_string(),
         })
+    }
+}
+
+/// What a registrar stores for a user instead of the password: HA1 = H(user:realm:password)
+/// for MD5 and SHA-256 (RFC 7616 §3.4.2), and the realm they were computed for. HA1 lets the
+/// server verify digest responses without the password, but it is a password-equivalent in
+/// its realm, so it is kept out of `Debug` and logs like a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DigestHa1 {
+    /// The realm HA1 is bound to; challenges for this user name it.
+    pub realm: String,
+    /// Lower-case hex MD5(user:realm:password).
+    pub md5: String,
+    /// Lower-case hex SHA-256(user:realm:password).
+    pub sha256: String,
+}
+
+impl std::fmt::Debug for DigestHa1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DigestHa1")
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DigestHa1 {
+    /// HA1 of both algorithms from a password (tests, the demo, config-file users).
+    pub fn from_password(user: &str, realm: &str, password: &str) -> DigestHa1 {
+        let input = format!("{user}:{realm}:{password}");
+        DigestHa1 {
+            realm: realm.to_owned(),
+            md5: Algorithm::Md5.hex_hash(input.as_bytes()),
+            sha256: Algorithm::Sha256.hex_hash(input.as_bytes()),
+        }
+    }
+
+    /// The HA1 for `alg`.
+    pub fn for_algorithm(&self, alg: Algorithm) -> &str {
+        match alg {
+            Algorithm::Md5 => &self.md5,
+            Algorithm::Sha256 => &self.sha256,
+        }
+    }
+
+    /// Whether the realm can be written into a quoted challenge as is (no quote, backslash
+    /// or control character) and the hashes look like hex of the right length.
+    pub fn is_well_formed(&self) -> bool {
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        !self.realm.is_empty()
+            && self.realm.len() <= 255
+            && !self
+                .realm
+                .bytes()
+                .any(|b| b == b'"' || b == b'\\' || b.is_ascii_control())
+            && hex(&self.md5, 32)
+            && hex(&self.sha256, 64)
     }
 }
 
@@ -481,6 +571,65 @@ mod tests {
             AuthError::BadNonce
         );
         assert!(s.challenge(5, Algorithm::Md5, true).ends_with("stale=true"));
+    }
+
+    #[test]
+    fn stored_ha1_verifies_only_in_its_own_realm() {
+        let s = server();
+        let tenant_realm = "acme.zentrale";
+        let ha1 = DigestHa1::from_password("1001", tenant_realm, "secret-pw");
+        assert!(ha1.is_well_formed());
+        assert!(!format!("{ha1:?}").contains(&ha1.md5));
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let answer = |challenge: &str, password: &str| {
+                let creds = ClientCredentials {
+                    username: "1001",
+                    password,
+                };
+                let a = answer_challenge(
+                    challenge.as_bytes(),
+                    &creds,
+                    "REGISTER",
+                    "sip:acme",
+                    "cn",
+                    1,
+                )
+                .unwrap();
+                parse_digest(a.as_bytes()).unwrap()
+            };
+            let ch = s.challenge_in(tenant_realm, 1000, alg, false);
+            assert!(ch.contains("realm=\"acme.zentrale\""));
+            assert_eq!(
+                s.verify_ha1(1001, "REGISTER", &answer(&ch, "secret-pw"), &ha1)
+                    .unwrap()
+                    .username,
+                "1001"
+            );
+            assert_eq!(
+                s.verify_ha1(1001, "REGISTER", &answer(&ch, "guess-pw"), &ha1)
+                    .unwrap_err(),
+                AuthError::WrongResponse
+            );
+            // Answered in the server's default realm: HA1 of acme does not apply there.
+            let other = s.challenge(1000, alg, false);
+            assert_eq!(
+                s.verify_ha1(1001, "REGISTER", &answer(&other, "secret-pw"), &ha1)
+                    .unwrap_err(),
+                AuthError::WrongRealm
+            );
+        }
+        // A nonce issued for one realm is not valid in another.
+        let n = s.nonce_in("a.zentrale", 1000);
+        assert!(s.check_nonce_in("a.zentrale", &n, 1000).is_ok());
+        assert_eq!(
+            s.check_nonce_in("b.zentrale", &n, 1000).unwrap_err(),
+            AuthError::BadNonce
+        );
+        let bad = DigestHa1 {
+            realm: "x\"y".into(),
+            ..ha1
+        };
+        assert!(!bad.is_well_formed());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::auth::{Algorithm, AuthError, DigestServer, parse_digest};
+use super::auth::{Algorithm, AuthError, DigestHa1, DigestServer, parse_digest};
 use super::header::Contacts;
 use super::message::{HeaderName, Message, MessageBuilder, response_to_source};
 use super::transaction::Peer;
@@ -270,6 +270,7 @@ impl Registrar {
         &self,
         req: &Message,
         source: Peer,
+        realm: &str,
         wall_secs: u64,
         stale: bool,
     ) -> RegisterAction {
@@ -278,7 +279,10 @@ impl Registrar {
             .algorithms
             .iter()
             .map(|a| {
-                let v = self.digest.challenge(wall_secs, *a, stale).into_bytes();
+                let v = self
+                    .digest
+                    .challenge_in(realm, wall_secs, *a, stale)
+                    .into_bytes();
                 (&b"WWW-Authenticate"[..], v)
             })
             .collect();
@@ -286,7 +290,8 @@ impl Registrar {
     }
 
     /// Handles a REGISTER that passed [`super::validate`]. `password_of` returns the SIP
-    /// password of a user (the agent's extension), `None` for unknown users.
+    /// password of a user (the agent's extension), `None` for unknown users; every user is in
+    /// the [`DigestServer`]'s own realm. Stored credentials use [`Self::handle_register_ha1`].
     pub fn handle_register(
         &mut self,
         now: Instant,
@@ -294,6 +299,25 @@ impl Registrar {
         req: &Message,
         source: Peer,
         password_of: impl Fn(&str) -> Option<String>,
+    ) -> RegisterAction {
+        let realm = self.digest.realm().to_owned();
+        self.handle_register_ha1(now, wall_secs, req, source, |user| {
+            password_of(user).map(|p| DigestHa1::from_password(user, &realm, &p))
+        })
+    }
+
+    /// Handles a REGISTER that passed [`super::validate`], verifying against stored HA1.
+    /// `credentials_of` returns a user's HA1 material and realm (`None` for unknown users).
+    /// The challenge names the realm of the AOR's user (the tenant that owns the extension), or
+    /// the [`DigestServer`]'s realm for unknown users, so a phone learns nothing from the
+    /// challenge that it could not learn by trying.
+    pub fn handle_register_ha1(
+        &mut self,
+        now: Instant,
+        wall_secs: u64,
+        req: &Message,
+        source: Peer,
+        credentials_of: impl Fn(&str) -> Option<DigestHa1>,
     ) -> RegisterAction {
         let ip = source.addr.ip();
         if self.blocked(ip, now) {
@@ -307,27 +331,30 @@ impl Registrar {
         }) else {
             return self.reply(req, source, 404, "Not Found", &[]);
         };
+        let realm = credentials_of(&aor)
+            .filter(DigestHa1::is_well_formed)
+            .map_or_else(|| self.digest.realm().to_owned(), |c| c.realm);
         let Some(auth) = req.headers_named(&HeaderName::Authorization).next() else {
-            return self.challenge(req, source, wall_secs, false);
+            return self.challenge(req, source, &realm, wall_secs, false);
         };
         let creds = match parse_digest(auth) {
             Ok(c) => c,
             // An unknown scheme (RFC 4475 §3.3.7) or garbage: offer Digest.
-            Err(_) => return self.challenge(req, source, wall_secs, false),
+            Err(_) => return self.challenge(req, source, &realm, wall_secs, false),
         };
         let Some(username) = DigestServer::username(&creds).map(str::to_string) else {
-            return self.challenge(req, source, wall_secs, false);
+            return self.challenge(req, source, &realm, wall_secs, false);
         };
-        let Some(password) = password_of(&username) else {
+        let Some(ha1) = credentials_of(&username).filter(DigestHa1::is_well_formed) else {
             self.fail(ip, now);
-            return self.challenge(req, source, wall_secs, false);
+            return self.challenge(req, source, &realm, wall_secs, false);
         };
-        match self.digest.verify(wall_secs, "REGISTER", &creds, &password) {
+        match self.digest.verify_ha1(wall_secs, "REGISTER", &creds, &ha1) {
             Ok(_) => {}
-            Err(AuthError::Stale) => return self.challenge(req, source, wall_secs, true),
+            Err(AuthError::Stale) => return self.challenge(req, source, &realm, wall_secs, true),
             Err(_) => {
                 self.fail(ip, now);
-                return self.challenge(req, source, wall_secs, false);
+                return self.challenge(req, source, &realm, wall_secs, false);
             }
         }
         if username != aor {
@@ -488,4 +515,106 @@ pub fn register_request(
         b = b.header(b"Authorization", a.as_bytes());
     }
     b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::sip::auth::{ClientCredentials, answer_challenge};
+    use crate::sip::message::Limits;
+    use crate::sip::transaction::TransportKind;
+
+    /// Two tenants on one node: 1001 in `acme.zentrale`, 2001 in `beta.zentrale`.
+    fn credentials(user: &str) -> Option<DigestHa1> {
+        match user {
+            "1001" => Some(DigestHa1::from_password(
+                "1001",
+                "acme.zentrale",
+                "acme-pw-1",
+            )),
+            "2001" => Some(DigestHa1::from_password(
+                "2001",
+                "beta.zentrale",
+                "beta-pw-1",
+            )),
+            _ => None,
+        }
+    }
+
+    fn send(reg: &mut Registrar, t0: Instant, req: Bytes) -> (u16, Message) {
+        let msg = Message::parse_datagram(req, &Limits::default()).unwrap();
+        let source = Peer {
+            addr: "192.0.2.7:5062".parse().unwrap(),
+            transport: TransportKind::Udp,
+        };
+        match reg.handle_register_ha1(t0, 1_800_000_000, &msg, source, credentials) {
+            RegisterAction::Respond { status, bytes } => (
+                status,
+                Message::parse_datagram(bytes, &Limits::default()).unwrap(),
+            ),
+            RegisterAction::Drop(why) => panic!("dropped: {why}"),
+        }
+    }
+
+    fn register(reg: &mut Registrar, user: &str, password: &str) -> (String, u16) {
+        let t0 = Instant::now();
+        let contact = format!("<sip:{user}@192.0.2.7:5062>");
+        let req = |cseq, auth: Option<&str>| {
+            register_request(
+                "sip:zentrale",
+                user,
+                "zentrale",
+                &contact,
+                600,
+                "cid",
+                cseq,
+                &format!("z9hG4bK{cseq}"),
+                auth,
+            )
+        };
+        let (status, resp) = send(reg, t0, req(1, None));
+        assert_eq!(status, 401);
+        let ch = resp
+            .headers_named(&HeaderName::WwwAuthenticate)
+            .next()
+            .unwrap()
+            .clone();
+        let realm = parse_digest(&ch).unwrap().get("realm").unwrap().to_owned();
+        let creds = ClientCredentials {
+            username: user,
+            password,
+        };
+        let auth = answer_challenge(&ch, &creds, "REGISTER", "sip:zentrale", "cn", 1).unwrap();
+        (realm, send(reg, t0, req(2, Some(&auth))).0)
+    }
+
+    fn registrar() -> Registrar {
+        Registrar::new(
+            RegistrarConfig::default(),
+            DigestServer::new("zentrale", b"key", 300),
+        )
+    }
+
+    #[test]
+    fn the_challenge_names_the_realm_of_the_tenant_owning_the_extension() {
+        let mut reg = registrar();
+        assert_eq!(
+            register(&mut reg, "1001", "acme-pw-1"),
+            ("acme.zentrale".to_owned(), 200)
+        );
+        assert_eq!(
+            register(&mut reg, "2001", "beta-pw-1"),
+            ("beta.zentrale".to_owned(), 200)
+        );
+        // Wrong password: challenged again. Unknown extension: the node's default realm.
+        assert_eq!(
+            register(&mut reg, "2001", "acme-pw-1"),
+            ("beta.zentrale".to_owned(), 401)
+        );
+        assert_eq!(
+            register(&mut reg, "3001", "whatever"),
+            ("zentrale".to_owned(), 401)
+        );
+    }
 }
