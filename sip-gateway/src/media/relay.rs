@@ -97,6 +97,9 @@ pub struct RelayConfig {
     /// more packets and the per-wake-up cost (epoll, context switch) is shared. Adds up to
     /// this much delay to a packet; zero (the default) turns it off.
     pub coalesce: Duration,
+    /// How often zentrale sends its own RTCP report to each leg of a processed call (RFC 3550
+    /// suggests 5 s). Plain bridges pass the peers' reports through instead.
+    pub rtcp_interval: Duration,
 }
 
 impl Default for RelayConfig {
@@ -111,6 +114,7 @@ impl Default for RelayConfig {
             io_mode: IoMode::Batched,
             stats_interval: None,
             coalesce: Duration::ZERO,
+            rtcp_interval: Duration::from_secs(5),
         }
     }
 }
@@ -150,6 +154,11 @@ impl RelayConfig {
     /// Sets the coalescing delay (see [`RelayConfig::coalesce`]).
     pub fn coalesce(mut self, d: Duration) -> Self {
         self.coalesce = d;
+        self
+    }
+    /// Sets the RTCP report interval of processed calls.
+    pub fn rtcp_interval(mut self, d: Duration) -> Self {
+        self.rtcp_interval = d;
         self
     }
     /// Sets the periodic stats report interval.

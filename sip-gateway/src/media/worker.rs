@@ -36,7 +36,11 @@ use super::recording::{RecordMsg, RecordingQueue};
 use super::relay::{
     CallStats, Command, IoMode, Leg, LegSetup, LegStats, MediaEvent, MediaSessionId, RelayConfig,
 };
-use super::rtp::{ReceiveStats, is_rtcp, rtp_header, rtp_payload};
+use super::rtp::{
+    ReceiveStats, ReportBlock, RtcpState, SenderInfo, is_rtcp, rtp_header, rtp_payload,
+    write_report,
+};
+use crate::audio::quality::{EModelInput, mos};
 
 /// The token of the command waker.
 pub(crate) const WAKER: Token = Token(usize::MAX);
@@ -92,6 +96,9 @@ struct LegState {
     rtcp_packets: u64,
     /// Packets zentrale sent to this leg in processed mode.
     sent: u64,
+    rtcp: RtcpState,
+    /// When zentrale sends its next RTCP report to this leg (processed mode).
+    next_report: Option<Instant>,
 }
 
 impl LegState {
@@ -108,6 +115,8 @@ impl LegState {
             undeliverable: 0,
             rtcp_packets: 0,
             sent: 0,
+            rtcp: RtcpState::default(),
+            next_report: None,
         }
     }
 
@@ -182,11 +191,26 @@ impl LegState {
             undeliverable: self.undeliverable,
             rtcp_packets: self.rtcp_packets,
             latched: self.latched,
-            rtt_ms: None,
-            mos_x100: 0,
-            remote_lost: None,
-            remote_jitter: None,
+            rtt_ms: self.rtcp.rtt_ms(),
+            mos_x100: self.mos_x100(),
+            remote_lost: self.rtcp.remote_lost(),
+            remote_jitter: self.rtcp.remote_jitter(),
         }
+    }
+
+    /// The E-model estimate of what this leg's peer sends us: loss and jitter as received,
+    /// half the RTCP round trip as the one-way delay (0 while unknown).
+    fn mos_x100(&self) -> u16 {
+        if self.rx.packets() == 0 {
+            return 0;
+        }
+        let one_way = self.rtcp.rtt_ms().map_or(0.0, |r| f64::from(r) / 2.0);
+        let m = mos(&EModelInput::g711(
+            one_way,
+            self.rx.loss_percent(),
+            self.rx.jitter_ms(),
+        ));
+        (m * 100.0).round().clamp(0.0, 500.0) as u16
     }
 }
 
@@ -396,6 +420,8 @@ pub(crate) struct Worker {
     ticker: Option<Ticker>,
     /// Recording frames dropped because the recording thread fell behind.
     dropped_record_frames: u64,
+    /// The NTP time (RFC 3550 64-bit format) at `epoch`, for sender reports.
+    ntp_at_epoch: u64,
 }
 
 impl Worker {
@@ -421,6 +447,7 @@ impl Worker {
             recordings,
             ticker: None,
             dropped_record_frames: 0,
+            ntp_at_epoch: ntp_now(),
         }
     }
 
@@ -581,6 +608,7 @@ impl Worker {
                 while let Ok((len, from)) = sockets.rtcp.recv_from(buf) {
                     if len < BUF && is_rtcp(&buf[..len]) && state.accept_rtcp(from) {
                         state.rtcp_packets += 1;
+                        let _ = state.rtcp.handle_from_peer(&buf[..len], Instant::now());
                     } else {
                         state.rejected += 1;
                     }
@@ -603,6 +631,12 @@ impl Worker {
                 continue;
             }
             src.rtcp_packets += 1;
+            // Learn loss, jitter and round trip from the passing reports; an SR going to the
+            // other peer is what that peer's LSR will name.
+            let now = Instant::now();
+            if let Some(ntp) = src.rtcp.handle_from_peer(packet, now) {
+                dst.rtcp.note_sr_towards(ntp, now);
+            }
             if let Some(d) = dst.rtcp_destination() {
                 let _ = call.sockets[1 - from_leg].rtcp.send_to(packet, d);
             }
@@ -887,7 +921,54 @@ impl Worker {
         }
     }
 
+    /// Sends the RTCP reports that are due for processed calls: to each leg an SR about what
+    /// zentrale sends it (an RR before anything was sent) with a report block about what it
+    /// receives from it. Plain bridges pass the peers' own reports through instead.
+    fn send_reports(&mut self, now: Instant) {
+        let interval = self.config.rtcp_interval;
+        let ntp = self
+            .ntp_at_epoch
+            .wrapping_add(duration_to_ntp(now.saturating_duration_since(self.epoch)));
+        let mut buf = [0u8; 128];
+        for call in self.calls.iter_mut().flatten() {
+            let Some(audio) = call.audio.as_deref() else {
+                continue;
+            };
+            let sent_all = [Leg::A, Leg::B, Leg::C].map(|l| audio.sent(l));
+            for (i, sent) in sent_all.into_iter().enumerate() {
+                let Some(sent) = sent else {
+                    continue;
+                };
+                let Some((state, sockets)) = call.leg_mut(i) else {
+                    continue;
+                };
+                let due = *state.next_report.get_or_insert(now + interval);
+                if now < due {
+                    continue;
+                }
+                state.next_report = Some(now + interval);
+                let (lsr, dlsr) = state.rtcp.lsr_dlsr(now);
+                let block = ReportBlock::from_stats(&mut state.rx, lsr, dlsr);
+                let sender = (sent.packets > 0).then_some(SenderInfo {
+                    ssrc: sent.ssrc,
+                    ntp,
+                    rtp_timestamp: sent.timestamp,
+                    packets: sent.packets,
+                    octets: sent.octets,
+                });
+                let n = write_report(&mut buf, sent.ssrc, sender.as_ref(), block.as_ref());
+                if let Some(d) = state.rtcp_destination()
+                    && sockets.rtcp.send_to(&buf[..n], d).is_ok()
+                    && sender.is_some()
+                {
+                    state.rtcp.note_sr_towards(ntp, now);
+                }
+            }
+        }
+    }
+
     fn check_timeouts(&mut self, now: Instant) {
+        self.send_reports(now);
         for call in self.calls.iter_mut().flatten() {
             let third = call.third.as_deref_mut().map(|t| &mut t.state);
             for (i, leg) in call.legs.iter_mut().chain(third).enumerate() {
@@ -1026,6 +1107,22 @@ impl Worker {
         }
         let _ = self.events.send(MediaEvent::Removed { id, stats });
     }
+}
+
+/// Seconds from the NTP era (1900) to the Unix epoch.
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+fn duration_to_ntp(d: Duration) -> u64 {
+    (d.as_secs() << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+/// The wall clock as a 64-bit NTP timestamp, read once per worker: later times are derived
+/// from the monotonic clock so a wall-clock step cannot make reports go backwards.
+fn ntp_now() -> u64 {
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    duration_to_ntp(since_unix).wrapping_add(NTP_UNIX_OFFSET << 32)
 }
 
 fn media_event(id: MediaSessionId, ev: AudioEvent) -> MediaEvent {
