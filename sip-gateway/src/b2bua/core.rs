@@ -39,11 +39,13 @@ mod callback;
 mod hold;
 mod ivr;
 mod live;
+mod outbound;
 mod queue_media;
 mod recording;
 mod reinvite;
 mod supervise;
 mod transfer;
+mod trunks;
 mod voicemail;
 
 use crate::media::{
@@ -61,6 +63,7 @@ use crate::sip::{
     response_to_source, validate,
 };
 pub use recording::{RecordingSettings, RecordingSummary, recording_path};
+pub use trunks::TrunkStatus;
 
 /// The two clocks every input carries.
 #[derive(Debug, Clone, Copy)]
@@ -301,6 +304,12 @@ pub struct B2bua<M: MediaPort> {
     /// Callbacks requested by callers (filled by core/callback.rs's request side), dialled
     /// when the engine emits `Action::DialCallback` for the contact.
     pending_callbacks: HashMap<ContactId, callback::CallbackInfo>,
+    /// Carrier trunks: registrations, probes, channel counts (core/trunks.rs).
+    trunks: trunks::TrunkSet,
+    /// Refuse INVITEs to DIDs from sources that are no trunk (core/trunks.rs).
+    trusted_sources_only: bool,
+    /// Outbound calls through trunks before their answer (core/outbound.rs).
+    dials: outbound::Dials,
     /// Where recordings go, which queues record (core/recording.rs).
     recording: RecordingSettings,
     /// Supervisor dialogs by transaction and Call-ID (core/supervise.rs).
@@ -369,6 +378,9 @@ impl<M: MediaPort> B2bua<M> {
             accepting: true,
             counters: Counters::default(),
             pending_callbacks: HashMap::new(),
+            trunks: trunks::TrunkSet::default(),
+            trusted_sources_only: false,
+            dials: outbound::Dials::default(),
             recording: RecordingSettings::default(),
             monitors: supervise::MonitorIndex::default(),
             experience: queue_media::CallerExperience::default(),
@@ -379,6 +391,7 @@ impl<M: MediaPort> B2bua<M> {
     /// Replaces the tenants' telephony live; calls in progress keep their queue.
     pub fn set_model(&mut self, model: &Arc<GatewayModel>) {
         self.index = ModelIndex::build(model);
+        self.trunks_model_changed();
     }
 
     /// Stops taking new calls (they get 503); calls in progress continue.
@@ -421,7 +434,11 @@ impl<M: MediaPort> B2bua<M> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        match (t, self.caller_media_poll_timeout()) {
+        let t = match (t, self.caller_media_poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (t, self.trunks_poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -433,6 +450,7 @@ impl<M: MediaPort> B2bua<M> {
         self.registrar.handle_timeout(now.mono);
         self.pump(now);
         self.caller_media_timeout(now);
+        self.trunks_timeout(now);
     }
 
     /// A datagram from `source` (UDP). Garbage is dropped (and counted); requests that parse
@@ -508,6 +526,18 @@ impl<M: MediaPort> B2bua<M> {
                 ..
             } => self.announce(contact, position, ewt_ms),
             Action::OfferCallback { contact, .. } => self.offer_callback(contact),
+            Action::Refused {
+                contact,
+                then: Disposition::Number(number),
+                ..
+            } => self.overflow_to_number(now, contact, &number),
+            Action::DialCallback {
+                offer,
+                contact,
+                agent,
+                queue,
+                ..
+            } => self.dial_callback(now, tenant, offer, contact, agent, queue),
             Action::Refused { contact, .. } => self.refuse(now, contact, 480, "refused"),
             Action::Overflow {
                 contact, target, ..
@@ -521,6 +551,7 @@ impl<M: MediaPort> B2bua<M> {
                         call.queue = q;
                     }
                 }
+                Disposition::Number(number) => self.overflow_to_number(now, contact, &number),
                 _ => self.refuse(now, contact, 480, "overflowed"),
             },
             _ => {}
@@ -632,8 +663,17 @@ impl<M: MediaPort> B2bua<M> {
                 // transaction layer stopped resending our 200).
                 let _ = request;
             }
-            Event::Response { tx, response } => self.handle_response(now, tx, response),
+            Event::Response { tx, response } => {
+                if !self.trunk_response(now, tx, &response)
+                    && !self.outbound_response(now, tx, &response)
+                {
+                    self.handle_response(now, tx, response);
+                }
+            }
             Event::Timeout { tx } => {
+                if self.trunk_tx_timeout(now, tx) || self.outbound_timeout(now, tx) {
+                    return;
+                }
                 if self.supervisor_timeout(now, tx) {
                     return;
                 }
@@ -642,6 +682,7 @@ impl<M: MediaPort> B2bua<M> {
                 }
             }
             Event::Terminated { tx } => {
+                self.trunk_tx_terminated(tx);
                 self.supervisor_tx_terminated(tx);
                 self.by_branch_tx.remove(&tx);
                 self.by_invite_tx.remove(&tx);
@@ -781,6 +822,7 @@ impl<M: MediaPort> B2bua<M> {
                     .map(|u| String::from_utf8_lossy(&u).into_owned())
             })
             .unwrap_or_default();
+        let dialled = self.inbound_dialled(&req, source.addr, dialled);
         // A DID leads to a queue, or to an IVR menu (the queue is then chosen in the menu).
         let (tenant, queue, menu) = match self.index.route(&dialled).cloned() {
             Some((tenant, queue)) => (tenant, queue, None),
@@ -792,6 +834,14 @@ impl<M: MediaPort> B2bua<M> {
                     return;
                 }
             },
+        };
+        let trunk = match self.admit_inbound(tenant, &dialled, source.addr) {
+            Ok(t) => t,
+            Err(refusal) => {
+                let (code, reason) = refusal.status();
+                self.simple(now, tx, &req, source, code, reason);
+                return;
+            }
         };
         let offer = match SessionDescription::parse(req.body()) {
             Ok(o) if !req.body().is_empty() => o,
@@ -885,6 +935,9 @@ impl<M: MediaPort> B2bua<M> {
         self.by_invite_tx.insert(tx, key);
         self.by_media.insert(media.id, key);
         self.counters.calls_in += 1;
+        if let Some(t) = &trunk {
+            self.hold_channel(key, tenant, t);
+        }
         self.calls.insert(
             key,
             Call {
@@ -1142,7 +1195,10 @@ impl<M: MediaPort> B2bua<M> {
             .copy_headers(invite, &HeaderName::From)
             .header(b"To", to)
             .copy_headers(invite, &HeaderName::CallId)
-            .header(b"CSeq", b"1 ACK")
+            .header(
+                b"CSeq",
+                format!("{} ACK", outbound::cseq_of(invite)).as_bytes(),
+            )
             .finish();
         self.tl.send_stateless(peer, ack);
         let via = self.via(peer.transport);
@@ -1152,7 +1208,10 @@ impl<M: MediaPort> B2bua<M> {
             .copy_headers(invite, &HeaderName::From)
             .header(b"To", to)
             .copy_headers(invite, &HeaderName::CallId)
-            .header(b"CSeq", b"2 BYE")
+            .header(
+                b"CSeq",
+                format!("{} BYE", outbound::cseq_of(invite) + 1).as_bytes(),
+            )
             .finish();
         if let Ok(m) = Message::parse_datagram(bye, &self.limits) {
             let _ = self.tl.send_request(now.mono, m, peer);
@@ -1200,7 +1259,10 @@ impl<M: MediaPort> B2bua<M> {
                 .copy_headers(&b.invite, &HeaderName::From)
                 .header(b"To", &to)
                 .copy_headers(&b.invite, &HeaderName::CallId)
-                .header(b"CSeq", b"1 ACK")
+                .header(
+                    b"CSeq",
+                    format!("{} ACK", outbound::cseq_of(&b.invite)).as_bytes(),
+                )
                 .finish();
             let peer = b.peer;
             self.tl.send_stateless(peer, ack);
@@ -1242,7 +1304,10 @@ impl<M: MediaPort> B2bua<M> {
             .copy_headers(&invite, &HeaderName::From)
             .header(b"To", &to)
             .copy_headers(&invite, &HeaderName::CallId)
-            .header(b"CSeq", b"1 ACK")
+            .header(
+                b"CSeq",
+                format!("{} ACK", outbound::cseq_of(&invite)).as_bytes(),
+            )
             .finish();
         self.tl.send_stateless(peer, ack);
         if let Ok(sdp) = SessionDescription::parse(resp.body())
@@ -1268,7 +1333,7 @@ impl<M: MediaPort> B2bua<M> {
         for j in others {
             self.cancel_branch(now, key, j);
         }
-        if !transfer_answer {
+        if !transfer_answer && offer != outbound::NO_OFFER {
             self.routing
                 .push_back((tenant, Input::OfferAccepted { offer }));
         }
@@ -1521,7 +1586,10 @@ impl<M: MediaPort> B2bua<M> {
             .copy_headers(&invite, &HeaderName::From)
             .header(b"To", &to)
             .copy_headers(&invite, &HeaderName::CallId)
-            .header(b"CSeq", b"2 BYE")
+            .header(
+                b"CSeq",
+                format!("{} BYE", outbound::cseq_of(&invite) + 1).as_bytes(),
+            )
             .finish();
         if let Ok(m) = Message::parse_datagram(bye, &self.limits) {
             let _ = self.tl.send_request(now.mono, m, peer);
@@ -1534,6 +1602,8 @@ impl<M: MediaPort> B2bua<M> {
             return;
         };
         self.supervisor_on_end(now, &mut call);
+        self.release_call_channels(key);
+        self.outbound_call_gone(now, key);
         let recording = self.recording_on_end(now, &mut call);
         // A voicemail message is the caller leg's recording (core/voicemail.rs).
         let recording = recording.or(self.caller_media_on_end(key));
@@ -1762,6 +1832,7 @@ mod tests {
                         secret: SipSecret::from_password("1001", "zentrale", "pw1001"),
                     }],
                     media: Default::default(),
+                    trunks: Default::default(),
                 }],
             }));
             Harness {

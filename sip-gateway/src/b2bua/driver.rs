@@ -60,6 +60,7 @@ pub(crate) async fn drive<M: MediaPort>(
     grace: Duration,
 ) {
     core.set_model(&io.model.borrow_and_update().clone());
+    core.handle_timeout(now());
     core.set_recording_settings(io.recording.borrow_and_update().clone());
     let mut draining_until: Option<tokio::time::Instant> = None;
     let mut actions_open = true;
@@ -108,6 +109,8 @@ pub(crate) async fn drive<M: MediaPort>(
                 if changed.is_ok() {
                     let model = io.model.borrow_and_update().clone();
                     core.set_model(&model);
+                    // Trunks added by the update start registering and probing now.
+                    core.handle_timeout(now());
                     tracing::info!(tenants = model.tenants.len(), "SIP model updated");
                 }
             }
