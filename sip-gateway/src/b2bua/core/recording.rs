@@ -32,7 +32,8 @@ pub struct RecordingSettings {
     /// The directory under which `<tenant>/<date>/<contact>.wav` files are written; `None`
     /// disables recording on this node (requests get a clear error).
     pub dir: Option<PathBuf>,
-    /// Queues (per tenant) whose calls are recorded from the bridge on.
+    /// Queues (per tenant) whose calls are recorded from the bridge on, in addition to those
+    /// whose media configuration says `record = true` (the model's queue media).
     pub queues: HashSet<(Uuid, QueueId)>,
 }
 
@@ -194,10 +195,11 @@ impl<M: MediaPort> B2bua<M> {
 
     /// Hook at the bridge: queues that record every call start here.
     pub(super) fn recording_on_bridge(&mut self, now: Now, key: CallKey) {
-        let wanted = self
+        let listed = self
             .calls
             .get(&key)
             .is_some_and(|c| self.recording.queues.contains(&(c.tenant, c.queue.clone())));
+        let wanted = listed || self.queue_media_of(key).is_some_and(|m| m.record);
         if wanted && let Err(e) = self.recording_start(now, key) {
             tracing::warn!(?e, "queue recording not started");
         }

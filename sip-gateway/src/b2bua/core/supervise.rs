@@ -608,6 +608,7 @@ mod tests {
                 dids: HashMap::from([("100".to_owned(), QueueId::new("support"))]),
                 agents: vec![agent("1001"), agent("1002")],
                 media: Default::default(),
+                trunks: Default::default(),
             }],
         }));
         h.register();
