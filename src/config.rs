@@ -68,6 +68,11 @@ pub struct SipConfig {
     /// The address carriers and phones must reach us at, written into Contact, Via and SDP
     /// when zentrale sits behind NAT. Defaults to each listener's own address.
     pub public_address: Option<IpAddr>,
+    /// Refuse INVITEs to DIDs unless they come from a configured trunk's address. Off by
+    /// default: a DID without a trunk is reachable from anywhere, a DID bound to a trunk only
+    /// from that trunk either way.
+    #[serde(default)]
+    pub trusted_sources_only: bool,
 }
 
 impl Default for SipConfig {
@@ -85,6 +90,7 @@ impl Default for SipConfig {
                 },
             ],
             public_address: None,
+            trusted_sources_only: false,
         }
     }
 }

@@ -18,7 +18,7 @@ use crm_api::calls::{
 };
 use crm_api::customers::CdrWrapUp;
 use crm_api::ids::TenantId;
-use crm_api::routing::{EntryTarget, RoutingModel, RoutingUpdate};
+use crm_api::routing::{EntryTarget, RoutingModel, RoutingUpdate, TrunkTransport};
 use crm_api::sip_credentials::SipCredential;
 use crm_api::{Store, customers::CdrRecord};
 use sip_gateway::b2bua::control::CallPhase as GwPhase;
@@ -29,6 +29,7 @@ use sip_gateway::b2bua::control::{
 use sip_gateway::gateway::Uuid;
 use sip_gateway::gateway::{AgentSip, GatewayConfig, GatewayModel, SipSecret, TenantModel};
 use sip_gateway::gateway::{IvrChoice, IvrCollect, IvrMenu, IvrTarget, TenantMedia};
+use sip_gateway::gateway::{TenantTrunks, TrunkCredentials, TrunkModel, TrunkSecret};
 use sip_gateway::media::RelayConfig;
 use sip_gateway::sip::transaction::TransportKind;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -61,6 +62,7 @@ pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         shutdown_grace: Duration::from_secs(30),
         tcp: Default::default(),
         media_dir: Some(config.data_dir.clone()),
+        trusted_sources_only: config.sip.trusted_sources_only,
     })
 }
 
@@ -114,8 +116,60 @@ pub fn tenant_model(
         dids,
         agents,
         media: tenant_media(model),
-        trunks: Default::default(),
+        trunks: tenant_trunks(model),
     }
+}
+
+/// The tenant's trunks in failover order (by name: crm-api keeps them in a sorted map, so an
+/// admin orders failover by naming, e.g. `1-primary`, `2-backup`) and the DIDs bound to one.
+/// A host name is resolved here (blocking, once per routing change); a trunk whose host does
+/// not resolve is kept without addresses (it is skipped for outbound calls and identifies no
+/// inbound source) and logged.
+pub fn tenant_trunks(model: &RoutingModel) -> TenantTrunks {
+    use std::net::ToSocketAddrs;
+    let mut trunks = Vec::new();
+    for (name, t) in &model.trunks {
+        let addresses: Vec<std::net::SocketAddr> = match t.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![std::net::SocketAddr::new(ip, t.port)],
+            Err(_) => match (t.host.as_str(), t.port).to_socket_addrs() {
+                Ok(a) => a.collect(),
+                Err(e) => {
+                    tracing::warn!(trunk = %name, host = %t.host, "trunk host does not resolve: {e}");
+                    Vec::new()
+                }
+            },
+        };
+        let transport = match t.transport {
+            TrunkTransport::Udp => TransportKind::Udp,
+            TrunkTransport::Tcp => TransportKind::Tcp,
+            TrunkTransport::Tls => {
+                tracing::warn!(trunk = %name, "TLS trunks are not served yet; using TCP");
+                TransportKind::Tcp
+            }
+        };
+        let credentials = match (&t.username, &t.password) {
+            (Some(u), Some(p)) => Some(TrunkCredentials {
+                username: u.clone(),
+                password: TrunkSecret::new(p.clone()),
+            }),
+            _ => None,
+        };
+        trunks.push(TrunkModel {
+            name: name.clone(),
+            host: t.host.clone(),
+            addresses,
+            transport,
+            credentials,
+            register: t.register,
+            max_channels: t.max_channels,
+        });
+    }
+    let did_trunks = model
+        .dids
+        .iter()
+        .filter_map(|(number, d)| d.trunk.clone().map(|t| (number.clone(), t)))
+        .collect();
+    TenantTrunks { trunks, did_trunks }
 }
 
 /// Queue media, IVR menus and the DIDs that lead to a menu, as the gateway runs them.
@@ -200,9 +254,17 @@ fn cdr_record(row: &sip_gateway::gateway::CdrRow) -> CdrRecord {
         // Set when the agent's wrap-up ends (the engine's `WrapUpEnd` queue-log row).
         wrap_ms: 0,
         recording: row.recording.as_ref().map(|r| r.path.display().to_string()),
-        quality: match row.mos_x100 {
-            Some(m) => serde_json::json!({ "mos": f64::from(m) / 100.0 }),
-            None => serde_json::json!({}),
+        quality: {
+            let mut q = match row.mos_x100 {
+                Some(m) => serde_json::json!({ "mos": f64::from(m) / 100.0 }),
+                None => serde_json::json!({}),
+            };
+            // The recording's pauses (payment card numbers) as [start, end] ms from its start:
+            // the CDR has no column of its own for them.
+            if let Some(r) = row.recording.as_ref().filter(|r| !r.pauses.is_empty()) {
+                q["recording_pauses_ms"] = serde_json::json!(r.pauses);
+            }
+            q
         },
         mos_x100: row.mos_x100.map(i32::from),
         recording_ms: row

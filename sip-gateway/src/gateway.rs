@@ -18,8 +18,10 @@ use crate::sip::registrar::RegistrarConfig;
 use crate::sip::transaction::{TimerConfig, TransportKind};
 use crate::transport::{self, Outbound, TransportError, tcp::TcpLimits};
 
+pub use crate::b2bua::model::TenantTrunks;
 pub use crate::b2bua::model::{IvrChoice, IvrCollect, IvrMenu, IvrTarget, TenantMedia};
 pub use crate::b2bua::{AgentSip, CdrRow, GatewayIo, GatewayModel, SipSecret, TenantModel};
+pub use crate::trunk::{TrunkCredentials, TrunkModel, TrunkSecret};
 /// Tenants are named by crm-api's UUIDs; re-exported so the binary need not depend on uuid.
 pub use uuid::Uuid;
 
@@ -43,6 +45,9 @@ pub struct GatewayConfig {
     /// the built-in prompts) and voicemail messages written under `<media_dir>/voicemail`;
     /// `None`: built-in prompts only, no voicemail.
     pub media_dir: Option<std::path::PathBuf>,
+    /// Refuse INVITEs to DIDs from sources that are no configured trunk
+    /// (`sip.trusted_sources_only`; see [`crate::b2bua::model::TenantTrunks`]).
+    pub trusted_sources_only: bool,
 }
 
 /// Why the gateway could not start.
@@ -151,6 +156,7 @@ pub async fn start(config: GatewayConfig, io: GatewayIo) -> Result<Gateway, Gate
         },
         Arc::new(relay),
     );
+    core.set_trusted_sources_only(config.trusted_sources_only);
     if let Some(dir) = &config.media_dir {
         core.set_caller_media(caller_prompts(dir), Some(dir.join("voicemail")));
     }
@@ -202,6 +208,7 @@ impl Default for GatewayConfig {
             realm: "zentrale".to_owned(),
             shutdown_grace: Duration::from_secs(30),
             tcp: TcpLimits::default(),
+            trusted_sources_only: false,
             media_dir: None,
         }
     }
