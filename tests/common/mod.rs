@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod caller_media;
+pub mod ua;
 
 pub struct Server {
     child: Child,
@@ -121,6 +122,34 @@ impl Server {
                     "server never printed {needle:?}: {e}; it printed:\n{}",
                     self.seen.borrow().join("\n")
                 ),
+            }
+        }
+    }
+
+    /// How many lines containing `needle` the server has printed so far (reads what is
+    /// already in the pipe, without waiting).
+    pub fn count_lines(&self, needle: &str) -> usize {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.borrow_mut().push(line);
+        }
+        self.seen
+            .borrow()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits (bounded) until more than `before` lines containing `needle` were printed.
+    pub fn wait_for_more(&self, needle: &str, before: usize) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while self.count_lines(needle) <= before {
+            assert!(
+                Instant::now() < until,
+                "server never printed {needle:?} again; it printed:\n{}",
+                self.seen.borrow().join("\n")
+            );
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                self.seen.borrow_mut().push(line);
             }
         }
     }
@@ -400,6 +429,11 @@ pub fn agent_phone(server: &Server, extension: &str, scenario_file: &str, calls:
 
 /// Registers `extension` with digest, Contact at `contact_port`.
 pub fn register(server: &Server, extension: &str, contact_port: u16) {
+    register_from(server, extension, contact_port, free_udp_port());
+}
+
+/// As [`register`], with SIPp's own socket on `local_port` (for tests confined to a port range).
+pub fn register_from(server: &Server, extension: &str, contact_port: u16, local_port: u16) {
     let password = format!("demo{extension}");
     let mut reg = Sipp::start(
         &server.dir,
@@ -408,7 +442,7 @@ pub fn register(server: &Server, extension: &str, contact_port: u16) {
         "register.xml",
         &[
             "-p",
-            &free_udp_port().to_string(),
+            &local_port.to_string(),
             "-s",
             extension,
             "-au",
