@@ -43,6 +43,7 @@ mod outbound;
 mod queue_media;
 mod recording;
 mod reinvite;
+mod session_timer;
 mod supervise;
 mod transfer;
 mod trunks;
@@ -310,6 +311,8 @@ pub struct B2bua<M: MediaPort> {
     trusted_sources_only: bool,
     /// Outbound calls through trunks before their answer (core/outbound.rs).
     dials: outbound::Dials,
+    /// RFC 4028 timers of connected legs (core/session_timer.rs).
+    session_timers: session_timer::SessionTimers,
     /// Where recordings go, which queues record (core/recording.rs).
     recording: RecordingSettings,
     /// Supervisor dialogs by transaction and Call-ID (core/supervise.rs).
@@ -345,7 +348,7 @@ fn transport_token(t: TransportKind) -> &'static str {
     }
 }
 
-const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, REFER, NOTIFY";
+const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, REFER, NOTIFY, UPDATE";
 
 impl<M: MediaPort> B2bua<M> {
     /// A core with no tenants yet (see [`Self::set_model`]).
@@ -381,6 +384,7 @@ impl<M: MediaPort> B2bua<M> {
             trunks: trunks::TrunkSet::default(),
             trusted_sources_only: false,
             dials: outbound::Dials::default(),
+            session_timers: session_timer::SessionTimers::default(),
             recording: RecordingSettings::default(),
             monitors: supervise::MonitorIndex::default(),
             experience: queue_media::CallerExperience::default(),
@@ -438,7 +442,11 @@ impl<M: MediaPort> B2bua<M> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        match (t, self.trunks_poll_timeout()) {
+        let t = match (t, self.trunks_poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (t, self.session_timers_poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -451,6 +459,7 @@ impl<M: MediaPort> B2bua<M> {
         self.pump(now);
         self.caller_media_timeout(now);
         self.trunks_timeout(now);
+        self.session_timers_timeout(now);
     }
 
     /// A datagram from `source` (UDP). Garbage is dropped (and counted); requests that parse
@@ -666,12 +675,16 @@ impl<M: MediaPort> B2bua<M> {
             Event::Response { tx, response } => {
                 if !self.trunk_response(now, tx, &response)
                     && !self.outbound_response(now, tx, &response)
+                    && !self.session_refresh_response(now, tx, &response)
                 {
                     self.handle_response(now, tx, response);
                 }
             }
             Event::Timeout { tx } => {
-                if self.trunk_tx_timeout(now, tx) || self.outbound_timeout(now, tx) {
+                if self.trunk_tx_timeout(now, tx)
+                    || self.outbound_timeout(now, tx)
+                    || self.session_refresh_timeout(now, tx)
+                {
                     return;
                 }
                 if self.supervisor_timeout(now, tx) {
@@ -787,6 +800,8 @@ impl<M: MediaPort> B2bua<M> {
                 self.simple(now, tx, &req, source, 200, "OK");
             }
             Method::Refer => self.refer(now, tx, &req, source),
+            // Session refresh or media change without an offer/answer round trip (RFC 3311).
+            Method::Update => self.reinvite(now, tx, &req, source),
             _ => {
                 let tag = self.token();
                 let b = response_to_source(
@@ -812,6 +827,9 @@ impl<M: MediaPort> B2bua<M> {
     fn new_call(&mut self, now: Now, tx: TxId, req: Message, source: Peer) {
         if !self.accepting {
             self.simple(now, tx, &req, source, 503, "Service Unavailable");
+            return;
+        }
+        if self.session_too_small(now, tx, &req, source) {
             return;
         }
         let dialled = req
@@ -1055,6 +1073,7 @@ impl<M: MediaPort> B2bua<M> {
                 .header(b"CSeq", b"1 INVITE")
                 .header(b"Contact", self.our_contact().as_bytes())
                 .header(b"Allow", ALLOW)
+                .header(b"Supported", b"timer")
                 .header(b"Content-Type", b"application/sdp")
                 .body(sdp.as_bytes());
             let Ok(invite) = Message::parse_datagram(bytes, &self.limits) else {
@@ -1324,9 +1343,22 @@ impl<M: MediaPort> B2bua<M> {
         )
         .copy_headers(&caller_invite, &HeaderName::RecordRoute)
         .header(b"Contact", self.our_contact().as_bytes())
-        .header(b"Allow", ALLOW)
-        .header(b"Content-Type", b"application/sdp")
-        .body(&answer_sdp);
+        .header(b"Allow", ALLOW);
+        // RFC 4028 on the caller leg (core/session_timer.rs), only when this 200 is sent.
+        let ok = match (!reconnect && !answered_early)
+            .then(|| self.session_timer_for_caller(now, key))
+            .flatten()
+        {
+            Some(se) if self.caller_requires_timer(key) => ok
+                .header(b"Session-Expires", se.as_bytes())
+                .header(b"Require", b"timer"),
+            Some(se) => ok.header(b"Session-Expires", se.as_bytes()),
+            None => ok,
+        };
+        let ok = ok
+            .header(b"Content-Type", b"application/sdp")
+            .body(&answer_sdp);
+        self.session_timer_for_agent(now, key, i, resp);
         if !reconnect && !answered_early {
             self.respond(now, invite_tx, ok);
         }
@@ -1588,7 +1620,11 @@ impl<M: MediaPort> B2bua<M> {
             .copy_headers(&invite, &HeaderName::CallId)
             .header(
                 b"CSeq",
-                format!("{} BYE", outbound::cseq_of(&invite) + 1).as_bytes(),
+                format!(
+                    "{} BYE",
+                    outbound::cseq_of(&invite).max(self.session_agent_cseq(key, w)) + 1
+                )
+                .as_bytes(),
             )
             .finish();
         if let Ok(m) = Message::parse_datagram(bye, &self.limits) {
@@ -1604,6 +1640,7 @@ impl<M: MediaPort> B2bua<M> {
         self.supervisor_on_end(now, &mut call);
         self.release_call_channels(key);
         self.outbound_call_gone(now, key);
+        self.session_timers_forget(key);
         let recording = self.recording_on_end(now, &mut call);
         // A voicemail message is the caller leg's recording (core/voicemail.rs).
         let recording = recording.or(self.caller_media_on_end(key));

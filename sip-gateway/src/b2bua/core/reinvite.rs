@@ -124,7 +124,8 @@ impl<M: MediaPort> B2bua<M> {
         })
     }
 
-    /// A re-INVITE (session refresh, hold, new address) on a dialog of a connected call.
+    /// A re-INVITE or UPDATE (session refresh, hold, new address) on a dialog of a connected
+    /// call. An UPDATE without a body is a pure session refresh: 200 without SDP.
     pub(super) fn reinvite(&mut self, now: Now, tx: TxId, req: &Message, source: Peer) {
         let found = req
             .call_id()
@@ -144,8 +145,34 @@ impl<M: MediaPort> B2bua<M> {
             self.simple(now, tx, req, source, 491, "Request Pending");
             return;
         }
+        if self.session_too_small(now, tx, req, source) {
+            return;
+        }
+        let update_without_offer =
+            req.method() == Some(&crate::sip::Method::Update) && req.body().is_empty();
+        if update_without_offer {
+            let se = self.session_refreshed(now, key, leg, req);
+            let tag = self.calls.get(&key).map(|c| c.local_tag.clone());
+            let mut b = response_to_source(
+                req,
+                Some(source.addr),
+                200,
+                "OK",
+                tag.as_deref().map(str::as_bytes),
+            )
+            .header(b"Contact", self.our_contact().as_bytes());
+            if let Some(se) = se {
+                b = b.header(b"Session-Expires", se.as_bytes());
+                if super::session_timer::supports_timer(req) {
+                    b = b.header(b"Require", b"timer");
+                }
+            }
+            self.respond(now, tx, b.finish());
+            return;
+        }
         match self.answer_reinvite_sdp(key, leg, req.body()) {
             Ok(answer) => {
+                let se = self.session_refreshed(now, key, leg, req);
                 tracing::debug!(?leg, offered = ?answer.offered, "re-INVITE answered");
                 let tag = self.calls.get(&key).map(|c| c.local_tag.clone());
                 let b = response_to_source(
@@ -157,9 +184,17 @@ impl<M: MediaPort> B2bua<M> {
                 )
                 .copy_headers(req, &HeaderName::RecordRoute)
                 .header(b"Contact", self.our_contact().as_bytes())
-                .header(b"Allow", super::ALLOW)
-                .header(b"Content-Type", b"application/sdp")
-                .body(&answer.sdp);
+                .header(b"Allow", super::ALLOW);
+                let b = match se {
+                    Some(se) if super::session_timer::supports_timer(req) => b
+                        .header(b"Session-Expires", se.as_bytes())
+                        .header(b"Require", b"timer"),
+                    Some(se) => b.header(b"Session-Expires", se.as_bytes()),
+                    None => b,
+                };
+                let b = b
+                    .header(b"Content-Type", b"application/sdp")
+                    .body(&answer.sdp);
                 self.respond(now, tx, b);
                 self.hold_after_reinvite(key, answer.leg, answer.offered, req.body());
             }
