@@ -24,8 +24,9 @@ use super::relay::{MediaEvent, MediaSessionId};
 use crate::audio::Frame;
 use crate::audio::record::Recorder;
 
-/// Frames queued at most (per relay): 2 s of 100 recorded calls.
-const QUEUE: usize = 10_000;
+/// Frames queued at most (per relay): 0.8 s of 100 recorded calls. Each slot holds a frame
+/// pair (≈ 650 bytes), so this is ≈ 2.7 MB per relay once the ring has been used.
+const QUEUE: usize = 4_096;
 
 /// What the workers tell the recording thread.
 // The frame variant is large on purpose: boxing it would allocate per frame, and the channel's
@@ -112,8 +113,16 @@ fn run(rx: Receiver<RecordMsg>, events: tmpsc::UnboundedSender<MediaEvent>) {
                 if let Some(o) = open.remove(&id) {
                     finish(id, o);
                 }
+                // Recordings go into per-tenant, per-day directories (b2bua core/recording.rs)
+                // that exist only once the day's first call is recorded.
+                if let Some(dir) = path.parent()
+                    && let Err(e) = std::fs::create_dir_all(dir)
+                {
+                    fail(id, path, e.to_string());
+                    continue;
+                }
                 let file = match File::create(&path) {
-                    Ok(f) => BufWriter::with_capacity(64 * 1024, f),
+                    Ok(f) => BufWriter::with_capacity(32 * 1024, f),
                     Err(e) => {
                         fail(id, path, e.to_string());
                         continue;
