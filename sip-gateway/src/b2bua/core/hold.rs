@@ -19,9 +19,10 @@
 //!   re-offer on its own and a second source of truth for "is this call held"; the desktop that
 //!   asked shows the state instead.
 //!
-//! The music is the compiled-in `common/hold_music` loop, decoded once per process (prompts are
-//! immutable `Arc`s shared by every held call). [`B2bua::hold_music_for`] is the one place to
-//! pick a queue's own music once the caller-experience prompt library is wired into the core.
+//! The music is the queue's (`[queues.<q>.media] music`), looked up in the caller-experience
+//! prompt library (core/queue_media.rs, built-ins plus the tenant's uploads), else that
+//! library's `hold_music`; if even that is missing, the compiled-in loop, decoded once per
+//! process. Prompts are immutable `Arc`s shared by every held call.
 
 use std::sync::{Arc, OnceLock};
 
@@ -131,10 +132,15 @@ impl<M: MediaPort> B2bua<M> {
         Ok(())
     }
 
-    /// The music the held party of this call hears: the queue's, else the built-in loop.
+    /// The music the held party of this call hears: the queue's, else the default loop.
     pub(super) fn hold_music_for(&mut self, key: CallKey) -> Option<Arc<Prompt>> {
-        let _ = key;
-        builtin_hold_music()
+        let name = self
+            .queue_media_of(key)
+            .and_then(|m| m.music)
+            .unwrap_or_else(|| "hold_music".to_owned());
+        self.prompts_named(key, &[name.as_str()])
+            .pop()
+            .or_else(builtin_hold_music)
     }
 
     /// `holder` put the call on hold: the other party hears music, the holder silence.

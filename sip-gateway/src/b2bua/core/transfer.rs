@@ -23,10 +23,15 @@
 //!   transferor (plain bridge); if the transferor has hung up meanwhile, the caller goes back
 //!   into the call's queue instead of being dropped.
 //!
+//! # To a number
+//! Any other target that is a number is dialled through the tenant's trunks
+//! (core/outbound.rs `dial_out_bridge`); the transferor is released at once and the engine's
+//! conversation ends; the number's answer moves leg B to the trunk. No trunk → the REFER's
+//! NOTIFY says 503 and the transferor keeps the caller.
+//!
 //! # Not here
-//! Transfer to an external number waits for the outbound API; attended transfer
-//! (REFER with `Replaces`) needs calls *from* agent phones first; both are refused with a
-//! clear status (`501`).
+//! Attended transfer (REFER with `Replaces`) needs calls *from* agent phones first; it is
+//! refused with `501`.
 //!
 //! The transferor's dialog is one in which we are the UAC (we sent its INVITE with CSeq 1), so
 //! the NOTIFYs and the BYE we send there count on from a CSeq of our own ([`Transfer::cseq`]).
@@ -61,6 +66,8 @@ pub(super) enum Resolved {
     Agent(AgentId, String),
     /// A queue, by name or by one of its DIDs.
     Queue(QueueId),
+    /// Anything else that is a number: dialled through the tenant's trunks.
+    Number(String),
 }
 
 /// What a `Refer-To` header names.
@@ -215,10 +222,16 @@ impl<M: MediaPort> B2bua<M> {
             self.simple(now, tx, req, source, 501, "Not Implemented");
             return;
         }
-        let Some(target) = self.resolve_transfer_target(tenant, &refer_to.user) else {
-            tracing::info!(user = %refer_to.user, "REFER to an unknown target (external numbers need the outbound API)");
-            self.simple(now, tx, req, source, 404, "Not Found");
-            return;
+        let target = match self.resolve_transfer_target(tenant, &refer_to.user) {
+            Some(t) => t,
+            None => match crate::b2bua::model::normalize_e164(&refer_to.user) {
+                Some(number) => Resolved::Number(number),
+                None => {
+                    tracing::info!(user = %refer_to.user, "REFER to an unknown target");
+                    self.simple(now, tx, req, source, 404, "Not Found");
+                    return;
+                }
+            },
         };
         if let Resolved::Agent(_, ext) = &target
             && self.registrar.bindings(ext, now.mono).is_empty()
@@ -243,6 +256,7 @@ impl<M: MediaPort> B2bua<M> {
             Resolved::Agent(agent, ext) => {
                 self.transfer_to_agent(now, key, agent, &ext, Some(branch))
             }
+            Resolved::Number(number) => self.transfer_to_number(now, key, &number, Some(branch)),
         };
         if let Err(e) = started {
             tracing::info!("transfer failed at once: {e}");
@@ -283,9 +297,10 @@ impl<M: MediaPort> B2bua<M> {
                     .ok_or(ControlError::NoPhone)?;
                 self.transfer_to_agent(now, key, agent, &ext, None)
             }
-            TransferTarget::Number(_) => Err(ControlError::Unsupported(
-                "transfer to an external number needs the outbound API",
-            )),
+            TransferTarget::Number(n) => match crate::b2bua::model::normalize_e164(&n) {
+                Some(number) => self.transfer_to_number(now, key, &number, None),
+                None => Err(ControlError::Unsupported("not a dialable number")),
+            },
         }
     }
 
@@ -388,6 +403,62 @@ impl<M: MediaPort> B2bua<M> {
             self.media.audio(media, AudioCommand::Reset);
             return Err(ControlError::NoPhone);
         }
+        Ok(())
+    }
+
+    /// Dials `number` through the tenant's trunks (core/outbound.rs) and hands the caller
+    /// over: the transferor is released at once (blind), the engine's conversation ends, and
+    /// the caller hears music until the number answers; if the number fails the caller gets a
+    /// BYE (the outbound side refuses the call, `refuse_requeued` below). When no trunk can
+    /// even try, nothing changes and the transferor keeps the caller.
+    fn transfer_to_number(
+        &mut self,
+        now: Now,
+        key: CallKey,
+        number: &str,
+        refer_branch: Option<usize>,
+    ) -> Result<(), ControlError> {
+        let call = self.calls.get_mut(&key).ok_or(ControlError::NoSuchCall)?;
+        let transferor = call.winner.ok_or(ControlError::NotConnected)?;
+        // The outbound API dials for a caller that is not bridged.
+        call.state = CallState::Queued;
+        call.winner = None;
+        if let Err(e) = self.dial_out_bridge(now, key, number) {
+            if let Some(c) = self.calls.get_mut(&key) {
+                c.state = CallState::Connected;
+                c.winner = Some(transferor);
+            }
+            tracing::info!(%number, ?e, "transfer to a number not possible");
+            return Err(ControlError::Unsupported(
+                "no trunk can dial that number for this tenant",
+            ));
+        }
+        let music = self.hold_music_for(key);
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Ok(());
+        };
+        let (tenant, contact, media) = (call.tenant, call.contact, call.media.id);
+        tracing::info!(%contact, %number, "blind transfer to a number");
+        call.requeued = true;
+        call.held_by = None;
+        call.engine_released = true;
+        self.routing
+            .push_back((tenant, Input::ContactEnded { contact }));
+        self.media.audio(media, AudioCommand::Reset);
+        self.media.audio(
+            media,
+            AudioCommand::Play {
+                leg: Leg::A,
+                items: Vec::new(),
+                music,
+                tag: super::hold::HOLD_MUSIC_TAG,
+            },
+        );
+        self.transferor_cdr(now, key, transferor);
+        if let Some(b) = refer_branch {
+            self.notify_refer(now, key, b, "SIP/2.0 200 OK", true);
+        }
+        self.bye_branch(now, key, transferor);
         Ok(())
     }
 
@@ -980,9 +1051,21 @@ mod tests {
         let mut h = Harness::new();
         let (_, invite) = connected(&mut h);
         assert_eq!(
-            statuses(&refer(&mut h, &invite, "<sip:+4989999@x>")),
+            statuses(&refer(&mut h, &invite, "<sip:nobody@x>")),
             vec![404]
         );
+        // A number with no trunk for the tenant: accepted, then a failure NOTIFY, and the
+        // transferor keeps the caller.
+        let out = refer(&mut h, &invite, "<sip:+4989999@x>");
+        assert_eq!(statuses(&out), vec![202]);
+        assert_eq!(
+            methods(&out, PHONE, &Method::Notify)
+                .iter()
+                .map(sipfrag)
+                .collect::<Vec<_>>(),
+            ["SIP/2.0 100 Trying", "SIP/2.0 503 Service Unavailable"]
+        );
+        assert!(methods(&out, PHONE, &Method::Bye).is_empty());
         assert_eq!(
             statuses(&refer(
                 &mut h,
