@@ -52,6 +52,14 @@ async fn every_endpoint_denies_beyond_role_and_cross_tenant(db: &TestDb) {
         .put("/api/v1/routing/queues/support", &admin, json!({}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = api
+        .put(
+            "/api/v1/routing/agents/1001",
+            &admin,
+            json!({"queues": ["support"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let (_, c) = api.post("/api/v1/customers", &agent, json!({"name": "Acme customer", "identities": [{"kind": "phone", "value": "+4930777"}]})).await;
     let cid = c["id"].as_str().unwrap().to_owned();
     let (_, dup) = api
@@ -234,6 +242,24 @@ async fn every_endpoint_denies_beyond_role_and_cross_tenant(db: &TestDb) {
             None,
             [y, n, n, n],
         ),
+        ep(
+            Method::PUT,
+            "/api/v1/routing/agents/1001/sip",
+            Some(json!({"password": "matrix-secret-1"})),
+            [y, n, n, n],
+        ),
+        ep(
+            Method::GET,
+            "/api/v1/routing/agents/1001/sip",
+            None,
+            [y, y, n, n],
+        ),
+        ep(
+            Method::DELETE,
+            "/api/v1/routing/agents/1001/sip",
+            None,
+            [y, n, n, n],
+        ),
         ep(Method::GET, "/api/v1/audit", None, [y, y, n, n]),
         ep(
             Method::DELETE,
@@ -287,6 +313,14 @@ async fn every_endpoint_denies_beyond_role_and_cross_tenant(db: &TestDb) {
 
     // Another tenant's admin (all rights in its own tenant) never reaches acme's data: ids are
     // "not found", lists are its own, changes touch nothing.
+    let (s, v) = api
+        .put(
+            "/api/v1/routing/agents/1001/sip",
+            &admin,
+            json!({"password": "matrix-secret-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let (_, c2) = api
         .post(
             "/api/v1/customers",
@@ -334,6 +368,21 @@ async fn every_endpoint_denies_beyond_role_and_cross_tenant(db: &TestDb) {
             None,
         ),
         (Method::DELETE, format!("/api/v1/api-keys/{kid}"), None),
+        (
+            Method::GET,
+            "/api/v1/routing/agents/1001/sip".to_owned(),
+            None,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/routing/agents/1001/sip".to_owned(),
+            Some(json!({"password": "takeover-attempt"})),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/routing/agents/1001/sip".to_owned(),
+            None,
+        ),
         (
             Method::PATCH,
             format!("/api/v1/users/{uid1}"),
@@ -407,6 +456,8 @@ async fn every_endpoint_denies_beyond_role_and_cross_tenant(db: &TestDb) {
             );
         }
     }
+    let (s, sip) = api.get("/api/v1/routing/agents/1001/sip", &admin).await;
+    assert_eq!(s, StatusCode::OK, "acme's SIP credentials untouched: {sip}");
     let (_, still) = api.get(&format!("/api/v1/customers/{cid}"), &admin).await;
     assert_eq!(still["name"], "Acme customer");
     let (s, me) = api.get("/api/v1/auth/me", &agent).await;
