@@ -17,7 +17,8 @@
 //!   growth per call.
 //!
 //! Run: `cargo bench -p sip-gateway --bench media_relay -- --calls 1600 --seconds 20
-//! [--workers 1] [--io batched|per-packet] [--coalesce-us 0] [--phone-sockets 0]`.
+//! [--workers 1] [--io batched|per-packet] [--coalesce-us 0] [--phone-sockets 0]
+//! [--rt-worker 10]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
@@ -54,6 +55,9 @@ struct Args {
     phone_sockets: usize,
     /// The relay's coalescing delay in µs (0 = off).
     coalesce_us: u64,
+    /// Puts the relay's worker threads into SCHED_FIFO at this priority (`chrt`, needs
+    /// CAP_SYS_NICE) — what a deployment can do with the systemd unit's scheduling settings.
+    rt_worker: Option<u32>,
 }
 
 fn args() -> Args {
@@ -64,6 +68,7 @@ fn args() -> Args {
         io: IoMode::Batched,
         phone_sockets: 0,
         coalesce_us: 0,
+        rt_worker: None,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -74,6 +79,7 @@ fn args() -> Args {
             "--seconds" => a.seconds = value.parse().expect("--seconds S"),
             "--workers" => a.workers = value.parse().expect("--workers W"),
             "--coalesce-us" => a.coalesce_us = value.parse().expect("--coalesce-us N"),
+            "--rt-worker" => a.rt_worker = Some(value.parse().expect("--rt-worker PRIORITY")),
             "--phone-sockets" => a.phone_sockets = value.parse().expect("--phone-sockets K"),
             "--io" => {
                 a.io = match value.as_str() {
@@ -98,6 +104,21 @@ fn realtime_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
+}
+
+/// Thread ids of this process's threads whose name starts with `prefix`.
+fn thread_ids(prefix: &str) -> Vec<u64> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .unwrap_or_default()
+                .trim_end()
+                .starts_with(prefix)
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// utime + stime in clock ticks of the threads whose name starts with `prefix`.
@@ -183,6 +204,18 @@ fn main() {
         .coalesce(Duration::from_micros(a.coalesce_us))
         .rtp_timeout(Duration::from_secs(3600));
     let (relay, mut relay_events) = MediaRelay::start(cfg).unwrap();
+    if let Some(prio) = a.rt_worker {
+        for tid in thread_ids("media-worker") {
+            let ok = std::process::Command::new("chrt")
+                .args(["-f", "-p", &prio.to_string(), &tid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            println!(
+                "worker thread {tid}: SCHED_FIFO {prio} {}",
+                if ok { "set" } else { "NOT set" }
+            );
+        }
+    }
     let rss_before = rss_kib();
 
     let nphones = a.calls * 2;
