@@ -38,6 +38,7 @@ use super::model::{GatewayModel, ModelIndex};
 mod callback;
 mod hold;
 mod ivr;
+mod internal;
 mod live;
 mod outbound;
 mod queue_media;
@@ -851,6 +852,9 @@ impl<M: MediaPort> B2bua<M> {
                     self.simple(now, tx, &req, source, 404, "Not Found");
                     return;
                 }
+        if self.internal_invite(now, tx, &req, source) {
+            return;
+        }
             },
         };
         let trunk = match self.admit_inbound(tenant, &dialled, source.addr) {
@@ -1304,6 +1308,8 @@ impl<M: MediaPort> B2bua<M> {
             call.answered_ms = Some(now.wall_ms);
         }
         let (tenant, media_id, invite_tx, answer_sdp, local_tag) = (
+            // A 2xx to our re-INVITE (attended transfer) carries the phone's new answer.
+            self.reanchor_answered(key, resp);
             call.tenant,
             call.media.id,
             call.invite_tx,
@@ -1448,8 +1454,10 @@ impl<M: MediaPort> B2bua<M> {
         );
         self.respond(now, tx, b.finish());
         self.counters.abandoned += 1;
-        self.routing
-            .push_back((tenant, Input::ContactAbandoned { contact }));
+        if !self.calls.get(&key).is_some_and(|c| c.engine_released) {
+            self.routing
+                .push_back((tenant, Input::ContactAbandoned { contact }));
+        }
         self.finish(now, key, "abandoned");
     }
 
@@ -1503,7 +1511,7 @@ impl<M: MediaPort> B2bua<M> {
         if call.state != CallState::Connected {
             // A BYE on an early dialog of the caller: treat as abandon.
             if from == Some(LegRef::Caller) {
-                let (tenant, contact) = (call.tenant, call.contact);
+                let (tenant, contact, released) = (call.tenant, call.contact, call.engine_released);
                 let (tx, invite, source, tag) = (
                     call.invite_tx,
                     call.invite.clone(),

@@ -1,5 +1,6 @@
-//! Blind transfer of a connected caller: by REFER from the agent's phone (RFC 3515) or by
-//! the control API, to a queue or straight to another agent's phones.
+//! Transfer of a connected caller: blind by REFER from the agent's phone (RFC 3515) or by the
+//! control API, to a queue, straight to another agent's phones or to a number; attended by
+//! REFER with `Replaces` (RFC 3891) after a consultation call from the agent's phone.
 //!
 //! # To a queue
 //! The caller goes back to acd-core with `Input::Transfer` (the engine ends the conversation,
@@ -29,9 +30,15 @@
 //! conversation ends; the number's answer moves leg B to the trunk. No trunk → the REFER's
 //! NOTIFY says 503 and the transferor keeps the caller.
 //!
-//! # Not here
-//! Attended transfer (REFER with `Replaces`) needs calls *from* agent phones first; it is
-//! refused with `501`.
+//! # Attended (REFER with `Replaces`)
+//! The agent holds the caller (call X), calls a colleague from the phone (call Y, an internal
+//! call, core/internal.rs) and then REFERs X to `sip:1002@…?Replaces=<Y's Call-ID;tags>`.
+//! We move the colleague's dialog from Y into X and re-INVITE the colleague's phone onto X's
+//! relay port (a re-INVITE is unavoidable: the relay binds ports per call, and the phone sends
+//! to Y's port until told otherwise; the relay re-latches leg B when the 2xx names the phone's
+//! address); the hold ends, the transferor's dialogs on X and Y get BYE, and the engine hears
+//! `ContactEnded` (the transferor's wrap-up). A `Replaces` naming no call of ours is `404`, one
+//! naming a call that is not the transferor's own consultation is `403`.
 //!
 //! The transferor's dialog is one in which we are the UAC (we sent its INVITE with CSeq 1), so
 //! the NOTIFYs and the BYE we send there count on from a CSeq of our own ([`Transfer::cseq`]).
@@ -40,9 +47,10 @@ use acd_core::{AgentId, Input, OfferId, QueueId};
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::{B2bua, BranchState, CallKey, CallState, CdrRow, LegRef, MediaPort, Now};
+use super::{B2bua, Branch, BranchState, CallKey, CallState, CdrRow, LegRef, MediaPort, Now};
 use crate::b2bua::control::{ControlError, TransferTarget};
-use crate::media::{AudioCommand, Leg, LegSet};
+use crate::media::{AudioCommand, Leg, LegSet, LegSetup};
+use crate::sdp::{LocalMedia, SessionDescription};
 use crate::sip::transaction::{Peer, TxId};
 use crate::sip::{HeaderName, Message, MessageBuilder, Method, response_to_source};
 
@@ -217,9 +225,8 @@ impl<M: MediaPort> B2bua<M> {
             self.simple(now, tx, req, source, 400, "Bad Refer-To");
             return;
         };
-        if refer_to.replaces.is_some() {
-            tracing::info!("attended transfer (Replaces) refused: not built yet");
-            self.simple(now, tx, req, source, 501, "Not Implemented");
+        if let Some(replaces) = &refer_to.replaces {
+            self.attended_refer(now, tx, req, source, key, branch, replaces);
             return;
         }
         let target = match self.resolve_transfer_target(tenant, &refer_to.user) {
@@ -261,6 +268,219 @@ impl<M: MediaPort> B2bua<M> {
         if let Err(e) = started {
             tracing::info!("transfer failed at once: {e}");
             self.notify_refer(now, key, branch, "SIP/2.0 503 Service Unavailable", true);
+        }
+    }
+
+    /// REFER with `Replaces` (RFC 3891, RFC 5589 section 7): the transferor (agent A, on
+    /// call X with the caller, usually held) has a consultation call Y with a colleague, and
+    /// asks us to connect the caller with that colleague. We move the colleague's dialog from
+    /// Y into X as X's agent branch, send the colleague's phone a re-INVITE that points it at
+    /// X's relay port facing the agent (the relay's leg B of X re-latches to it), end the hold,
+    /// release the transferor's two dialogs (NOTIFY 200 and BYE on X, BYE on Y) and tell the
+    /// engine that the transferor's conversation is over. Y must be a call *from the
+    /// transferor's own extension*, and the Replaces tags, when given, must name our side of Y.
+    #[allow(clippy::too_many_arguments)]
+    fn attended_refer(
+        &mut self,
+        now: Now,
+        tx: TxId,
+        req: &Message,
+        source: Peer,
+        x: CallKey,
+        w: usize,
+        replaces: &str,
+    ) {
+        let mut parts = replaces.split(';');
+        let cid = parts.next().unwrap_or_default().trim();
+        let tags: Vec<&str> = parts
+            .filter_map(|p| p.split_once('='))
+            .filter(|(k, _)| {
+                k.trim().eq_ignore_ascii_case("to-tag") || k.trim().eq_ignore_ascii_case("from-tag")
+            })
+            .map(|(_, v)| v.trim())
+            .collect();
+        let transferor_ext = self.calls.get(&x).and_then(|c| {
+            c.branches
+                .get(w)
+                .and_then(|b| self.index.agents.get(&(c.tenant, b.agent.clone())))
+                .cloned()
+        });
+        let y = match self.by_call_id.get(cid.as_bytes()) {
+            Some(&(y, LegRef::Caller)) if y != x => y,
+            _ => {
+                tracing::info!(%cid, "REFER with Replaces names no call of ours");
+                self.simple(now, tx, req, source, 404, "Replaced Dialog Not Found");
+                return;
+            }
+        };
+        let valid = self
+            .calls
+            .get(&y)
+            .zip(self.calls.get(&x))
+            .is_some_and(|(cy, cx)| {
+                cy.state == CallState::Connected
+                    && cy.winner.is_some()
+                    && cy.tenant == cx.tenant
+                    && Some(&cy.caller_number) == transferor_ext.as_ref()
+                    && (tags.is_empty() || tags.contains(&cy.local_tag.as_str()))
+            });
+        if !valid {
+            tracing::info!(%cid, "REFER with Replaces for a dialog the transferor does not own");
+            self.simple(now, tx, req, source, 403, "Forbidden");
+            return;
+        }
+        let tag = self.token();
+        let accepted = response_to_source(
+            req,
+            Some(source.addr),
+            202,
+            "Accepted",
+            Some(tag.as_bytes()),
+        )
+        .header(b"Contact", self.our_contact().as_bytes())
+        .finish();
+        self.respond(now, tx, accepted);
+        self.notify_refer(now, x, w, "SIP/2.0 100 Trying", false);
+        match self.move_consultation(now, x, y) {
+            Some(n) => {
+                let (tenant, contact, media) = match self.calls.get_mut(&x) {
+                    Some(c) => {
+                        c.held_by = None;
+                        c.agent_since_ms = Some(now.wall_ms);
+                        (c.tenant, c.contact, c.media.id)
+                    }
+                    None => return,
+                };
+                tracing::info!(%contact, branch = n, "attended transfer connected");
+                self.media.audio(media, AudioCommand::Reset);
+                let to = self.winner_agent(x);
+                self.transferor_cdr(now, x, w, format!("attended:{to}"));
+                self.notify_refer(now, x, w, "SIP/2.0 200 OK", true);
+                self.bye_branch(now, x, w);
+                // The consultation call: its caller (the transferor's phone) gets a BYE.
+                self.bye_caller(now, y);
+                self.finish(now, y, "transferred");
+                let released = self.calls.get(&x).is_some_and(|c| c.engine_released);
+                if !released {
+                    self.routing
+                        .push_back((tenant, Input::ContactEnded { contact }));
+                    if let Some(c) = self.calls.get_mut(&x) {
+                        c.engine_released = true;
+                    }
+                }
+            }
+            None => self.notify_refer(now, x, w, "SIP/2.0 500 Server Internal Error", true),
+        }
+    }
+
+    /// Moves the answered colleague's branch of call `y` into call `x` as its winner and sends
+    /// the re-INVITE that moves the phone's media to `x`'s relay port. Returns the new index.
+    fn move_consultation(&mut self, now: Now, x: CallKey, y: CallKey) -> Option<usize> {
+        let (j, refreshed) = {
+            let cy = self.calls.get(&y)?;
+            let j = cy.winner?;
+            (j, self.session_agent_cseq(y, j))
+        };
+        let (port, codecs) = {
+            let cx = self.calls.get(&x)?;
+            (cx.media.leg_b.rtp, cx.agent_codecs.clone())
+        };
+        let media_address = self.config.media_address;
+        let cy = self.calls.get_mut(&y)?;
+        cy.winner = None;
+        let ours_before = cy
+            .agent_sdp
+            .clone()
+            .or_else(|| cy.branches.get(j).map(|b| b.invite.body().clone()))
+            .unwrap_or_default();
+        let slot = cy.branches.get_mut(j)?;
+        let mut moved = Branch {
+            offer: slot.offer,
+            agent: slot.agent.clone(),
+            tx: slot.tx,
+            invite: slot.invite.clone(),
+            peer: slot.peer,
+            call_id: std::mem::take(&mut slot.call_id),
+            state: BranchState::Won,
+            remote_to: slot.remote_to.take(),
+            remote_target: slot.remote_target.take(),
+            withdrawn: false,
+            last_status: slot.last_status,
+        };
+        // What stays in `y` is an empty husk: `finish(y)` must not unmap the moved dialog.
+        slot.state = BranchState::Done;
+        slot.tx = TxId(u64::MAX);
+        let (Some(to), Some(target)) = (moved.remote_to.clone(), moved.remote_target.clone())
+        else {
+            return None;
+        };
+        // Our new offer to the colleague: same o= session, next version (RFC 3264 section 8).
+        let mut sdp = SessionDescription::offer(
+            LocalMedia {
+                address: media_address,
+                port,
+            },
+            rand::Rng::random::<u32>(&mut self.rng).into(),
+            &codecs,
+            101,
+        );
+        if let Ok(before) = SessionDescription::parse(&ours_before) {
+            sdp.origin.session_id = before.origin.session_id;
+            sdp.origin.session_version = before.origin.session_version.saturating_add(1);
+        }
+        let body = Bytes::from(sdp.to_string());
+        let cseq = super::outbound::cseq_of(&moved.invite).max(refreshed) + 1;
+        let via = self.via(moved.peer.transport);
+        let bytes = MessageBuilder::request(&Method::Invite, &target)
+            .header(b"Via", via.as_bytes())
+            .header(b"Max-Forwards", b"70")
+            .copy_headers(&moved.invite, &HeaderName::From)
+            .header(b"To", &to)
+            .header(b"Call-ID", &moved.call_id)
+            .header(b"CSeq", format!("{cseq} INVITE").as_bytes())
+            .header(b"Contact", self.our_contact().as_bytes())
+            .header(b"Allow", super::ALLOW)
+            .header(b"Content-Type", b"application/sdp")
+            .body(&body);
+        let reinvite = Message::parse_datagram(bytes, &self.limits).ok()?;
+        match self.tl.send_request(now.mono, reinvite.clone(), moved.peer) {
+            Ok(rtx) => {
+                moved.tx = rtx;
+                // ACK and BYE in this dialog count on from the re-INVITE's CSeq.
+                moved.invite = reinvite;
+            }
+            Err(e) => tracing::warn!("cannot send the re-INVITE to the colleague: {e}"),
+        }
+        let call_id = moved.call_id.clone();
+        let rtx = moved.tx;
+        let cx = self.calls.get_mut(&x)?;
+        let n = cx.branches.len();
+        cx.branches.push(moved);
+        cx.winner = Some(n);
+        cx.agent_sdp = Some(body);
+        self.by_branch_tx.insert(rtx, (x, n));
+        self.by_call_id.insert(call_id, (x, LegRef::Branch(n)));
+        Some(n)
+    }
+
+    /// Hook of the 2xx retransmission path of `branch_answered`: a 2xx to our re-INVITE of a
+    /// moved colleague carries its (possibly new) media address.
+    pub(super) fn reanchor_answered(&mut self, key: CallKey, resp: &Message) {
+        let reinvite = resp
+            .cseq()
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.seq > 1 && c.method.eq_ignore_ascii_case(b"INVITE"));
+        if !reinvite {
+            return;
+        }
+        let Some(media) = self.calls.get(&key).map(|c| c.media.id) else {
+            return;
+        };
+        if let Ok(sdp) = SessionDescription::parse(resp.body())
+            && let Some(setup) = LegSetup::from_sdp(&sdp)
+        {
+            self.media.update_leg(media, Leg::B, setup);
         }
     }
 
@@ -312,9 +532,16 @@ impl<M: MediaPort> B2bua<M> {
         queue: QueueId,
         refer_branch: Option<usize>,
     ) -> Result<(), ControlError> {
-        let music = self.hold_music_for(key);
+        let transferor = self
+            .calls
+            .get(&key)
+            .ok_or(ControlError::NoSuchCall)?
+            .winner
+            .ok_or(ControlError::NotConnected)?;
+        // The transferor's row names the queue it answered from.
+        let queue_name = queue.to_string();
+        self.transferor_cdr(now, key, transferor, format!("blind:queue:{queue_name}"));
         let call = self.calls.get_mut(&key).ok_or(ControlError::NoSuchCall)?;
-        let transferor = call.winner.ok_or(ControlError::NotConnected)?;
         let (tenant, contact, media) = (call.tenant, call.contact, call.media.id);
         tracing::info!(%contact, %queue, "blind transfer to a queue");
         call.state = CallState::Queued;
@@ -325,6 +552,8 @@ impl<M: MediaPort> B2bua<M> {
         if let Some(b) = call.branches.get_mut(transferor) {
             b.state = BranchState::Done;
         }
+        // The new queue's music.
+        let music = self.hold_music_for(key);
         self.routing
             .push_back((tenant, Input::Transfer { contact, queue }));
         self.media.audio(media, AudioCommand::Reset);
@@ -337,7 +566,6 @@ impl<M: MediaPort> B2bua<M> {
                 tag: super::hold::HOLD_MUSIC_TAG,
             },
         );
-        self.transferor_cdr(now, key, transferor);
         if let Some(b) = refer_branch {
             self.notify_refer(now, key, b, "SIP/2.0 200 OK", true);
         }
@@ -454,7 +682,7 @@ impl<M: MediaPort> B2bua<M> {
                 tag: super::hold::HOLD_MUSIC_TAG,
             },
         );
-        self.transferor_cdr(now, key, transferor);
+        self.transferor_cdr(now, key, transferor, format!("blind:{number}"));
         if let Some(b) = refer_branch {
             self.notify_refer(now, key, b, "SIP/2.0 200 OK", true);
         }
@@ -489,7 +717,7 @@ impl<M: MediaPort> B2bua<M> {
                 if t.notify {
                     self.notify_refer(now, key, b, "SIP/2.0 200 OK", true);
                 }
-                self.transferor_cdr(now, key, b);
+                self.transferor_cdr(now, key, b, format!("blind:{}", t.agent));
                 self.bye_branch(now, key, b);
             }
             // The conversation the engine knows (with the transferor) is over.
@@ -510,6 +738,23 @@ impl<M: MediaPort> B2bua<M> {
         key: CallKey,
         offer: OfferId,
     ) -> bool {
+        if offer == super::outbound::NO_OFFER && self.is_ringing_internal(key) {
+            // A consultation (internal) call: the caller's INVITE gets the callee's verdict.
+            let Some(call) = self.calls.get(&key) else {
+                return true;
+            };
+            let siblings = || call.branches.iter();
+            if siblings().any(|b| b.state != BranchState::Done) {
+                return true;
+            }
+            let code = if siblings().any(|b| matches!(b.last_status, 486 | 600)) {
+                486
+            } else {
+                siblings().map(|b| b.last_status).max().unwrap_or(480)
+            };
+            self.internal_failed(now, key, code);
+            return true;
+        }
         if !self.is_transfer_offer(key, offer) {
             return false;
         }
@@ -575,7 +820,8 @@ impl<M: MediaPort> B2bua<M> {
                 if let Some(br) = call.branches.get_mut(b) {
                     br.state = BranchState::Done;
                 }
-                self.transferor_cdr(now, key, b);
+                let what = format!("blind:{}", t.agent);
+                self.transferor_cdr(now, key, b, what);
                 true
             }
             (Some(LegRef::Branch(_)), _) => true,
@@ -613,7 +859,7 @@ impl<M: MediaPort> B2bua<M> {
     }
 
     /// The CDR row of a transferring agent's leg (result `transferred`).
-    fn transferor_cdr(&mut self, now: Now, key: CallKey, b: usize) {
+    fn transferor_cdr(&mut self, now: Now, key: CallKey, b: usize, what: String) {
         let Some(call) = self.calls.get(&key) else {
             return;
         };
@@ -641,8 +887,17 @@ impl<M: MediaPort> B2bua<M> {
             recording: None,
             mos_x100: None,
             voicemail: None,
-            transfer: None,
+            transfer: Some(what),
         });
+    }
+
+    /// The agent (or number) the call `key` is connected to now.
+    fn winner_agent(&self, key: CallKey) -> String {
+        self.calls
+            .get(&key)
+            .and_then(|c| c.winner.and_then(|w| c.branches.get(w)))
+            .map(|b| b.agent.to_string())
+            .unwrap_or_default()
     }
 
     /// Sends `method` in the dialog of branch `b` (we are its UAC), with the next CSeq of ours.
@@ -656,6 +911,7 @@ impl<M: MediaPort> B2bua<M> {
         body: Option<(&[u8], &[u8])>,
     ) {
         let contact = self.our_contact();
+        let refreshed = self.session_agent_cseq(key, b);
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
@@ -666,7 +922,8 @@ impl<M: MediaPort> B2bua<M> {
         else {
             return;
         };
-        call.transfer_cseq = call.transfer_cseq.max(2) + 1;
+        let floor = super::outbound::cseq_of(&branch.invite).max(refreshed);
+        call.transfer_cseq = call.transfer_cseq.max(floor) + 1;
         let cseq = call.transfer_cseq;
         let (invite, peer) = (branch.invite.clone(), branch.peer);
         let via = self.via(peer.transport);
@@ -913,8 +1170,13 @@ mod tests {
         ));
         let cdr = h.core.poll_cdr().unwrap();
         assert_eq!(
-            (cdr.result, cdr.agent.as_deref()),
-            ("transferred", Some("1001"))
+            (cdr.result, cdr.agent.as_deref(), cdr.transfer.as_deref()),
+            ("transferred", Some("1001"), Some("blind:queue:sales"))
+        );
+        assert_eq!(
+            cdr.queue.as_deref(),
+            Some("support"),
+            "answered from support"
         );
 
         // The engine offers the re-queued caller to 1002; its answer moves leg B only.
@@ -1072,7 +1334,8 @@ mod tests {
                 &invite,
                 "<sip:1002@x?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>"
             )),
-            vec![501]
+            vec![404],
+            "Replaces naming no dialog of ours"
         );
         assert_eq!(statuses(&refer(&mut h, &invite, "garbage")), vec![400]);
         let out = h.send(
@@ -1141,5 +1404,159 @@ mod tests {
         ] {
             assert!(p(bad).is_none(), "{bad}");
         }
+    }
+
+    /// 1001's phone calls 1002 (digest-challenged with 407), 1002 answers: the consultation.
+    fn consult(h: &mut Harness) -> (Message, String) {
+        let body = sdp(41000);
+        let invite = |auth: Option<&str>, cseq: u32| {
+            let mut s = format!(
+                "INVITE sip:1002@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKcons{cseq}\nMax-Forwards: 70\nFrom: <sip:1001@127.0.0.1>;tag=cph\nTo: <sip:1002@127.0.0.1>\nCall-ID: consult@phone\nCSeq: {cseq} INVITE\nContact: <sip:1001@{PHONE}>\nContent-Type: application/sdp\n"
+            );
+            if let Some(a) = auth {
+                s.push_str(&format!("Proxy-Authorization: {a}\n"));
+            }
+            s.push_str(&format!("Content-Length: {}\n\n{body}", body.len()));
+            s
+        };
+        let out = h.send(PHONE, &invite(None, 1));
+        assert_eq!(statuses(&out), vec![100, 407]);
+        let challenge = out[1]
+            .1
+            .headers_named(&HeaderName::ProxyAuthenticate)
+            .next()
+            .unwrap()
+            .clone();
+        let auth = answer_challenge(
+            &challenge,
+            &ClientCredentials {
+                username: "1001",
+                password: "pw1001",
+            },
+            "INVITE",
+            "sip:1002@127.0.0.1",
+            "cc",
+            1,
+        )
+        .unwrap();
+        let out = h.send(PHONE, &invite(Some(&auth), 2));
+        assert_eq!(statuses(&out), vec![100, 180]);
+        let to_1002 = methods(&out, PHONE2, &Method::Invite).remove(0);
+        assert!(header(&to_1002, &HeaderName::From).contains("sip:1001@"));
+        let out = h.send(PHONE2, &reply(&to_1002, "200 OK", &sdp(52000)));
+        let ok = out
+            .iter()
+            .find(|(a, m)| a.to_string() == PHONE && m.status() == Some(200))
+            .unwrap()
+            .1
+            .clone();
+        let to = header(&ok, &HeaderName::To);
+        let tag = to.split("tag=").nth(1).unwrap().to_owned();
+        assert!(
+            h.routing().is_empty(),
+            "the engine never hears of an internal call"
+        );
+        (to_1002, tag)
+    }
+
+    #[test]
+    fn internal_call_needs_digest_and_a_registered_callee() {
+        let mut h = Harness::new();
+        connected(&mut h);
+        let out = h.send(
+            PHONE,
+            "INVITE sip:1002@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKbad\nMax-Forwards: 70\nFrom: <sip:1001@127.0.0.1>;tag=b\nTo: <sip:1002@127.0.0.1>\nCall-ID: bad@phone\nCSeq: 1 INVITE\nProxy-Authorization: Digest username=\"1001\", realm=\"zentrale\", nonce=\"x\", uri=\"sip:1002@127.0.0.1\", response=\"00\"\nContent-Length: 0\n\n",
+        );
+        assert_eq!(
+            statuses(&out),
+            vec![100, 407],
+            "forged credentials are challenged again"
+        );
+        let (_, _) = consult(&mut h);
+        assert_eq!(h.core.active_calls(), 2);
+    }
+
+    #[test]
+    fn attended_transfer_connects_the_caller_with_the_consulted_colleague() {
+        let mut h = Harness::new();
+        let (contact, invite) = connected(&mut h);
+        let x_media = h.core.media.live[0];
+        let (to_1002, ytag) = consult(&mut h);
+        h.core.media.audio.clear();
+
+        let out = refer(
+            &mut h,
+            &invite,
+            &format!(
+                "<sip:1002@127.0.0.1?Replaces=consult%40phone%3Bto-tag%3D{ytag}%3Bfrom-tag%3Dcph>"
+            ),
+        );
+        assert_eq!(statuses(&out), vec![202]);
+        let notifies = methods(&out, PHONE, &Method::Notify);
+        assert_eq!(
+            notifies.iter().map(sipfrag).collect::<Vec<_>>(),
+            ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
+        );
+        assert_eq!(
+            methods(&out, PHONE, &Method::Bye).len(),
+            2,
+            "both of 1001's dialogs end"
+        );
+        let reinvite = methods(&out, PHONE2, &Method::Invite).remove(0);
+        assert_eq!(
+            header(&reinvite, &HeaderName::CallId),
+            header(&to_1002, &HeaderName::CallId),
+            "the colleague's own dialog is re-INVITEd"
+        );
+        assert!(header(&reinvite, &HeaderName::To).contains("tag=ph"));
+        assert!(cseq(&reinvite) > 1);
+        assert!(matches!(&h.routing()[..], [Input::ContactEnded { contact: c }] if *c == contact));
+        assert!(
+            h.core
+                .media
+                .audio
+                .iter()
+                .any(|(id, c)| *id == x_media && matches!(c, AudioCommand::Reset))
+        );
+        assert_eq!(h.core.active_calls(), 1, "the consultation call is gone");
+        let cdrs: Vec<CdrRow> = std::iter::from_fn(|| h.core.poll_cdr()).collect();
+        assert!(
+            cdrs.iter().any(|c| c.result == "transferred"
+                && c.agent.as_deref() == Some("1001")
+                && c.transfer.as_deref() == Some("attended:1002")),
+            "{cdrs:?}"
+        );
+
+        // The colleague's phone answers the re-INVITE from its new port: ACK, and leg B moves.
+        let out = h.send(PHONE2, &reply(&reinvite, "200 OK", &sdp(52002)));
+        let ack = methods(&out, PHONE2, &Method::Ack);
+        assert_eq!(ack.len(), 1);
+        assert_eq!(cseq(&ack[0]), cseq(&reinvite));
+        assert_eq!(
+            h.core.media.updated.last().copied(),
+            Some((x_media, Leg::B, Some("127.0.0.1:52002".parse().unwrap())))
+        );
+
+        let out = caller_bye(&mut h);
+        let bye = methods(&out, PHONE2, &Method::Bye);
+        assert_eq!(bye.len(), 1);
+        assert!(cseq(&bye[0]) > cseq(&reinvite));
+        assert!(h.routing().is_empty(), "no second ContactEnded");
+        assert_eq!(h.core.active_calls(), 0);
+    }
+
+    #[test]
+    fn replaces_for_someone_elses_dialog_is_forbidden() {
+        let mut h = Harness::new();
+        let (_, invite) = connected(&mut h);
+        let (_, ytag) = consult(&mut h);
+        let out = refer(
+            &mut h,
+            &invite,
+            "<sip:1002@127.0.0.1?Replaces=consult%40phone%3Bto-tag%3Dwrong%3Bfrom-tag%3Dcph>",
+        );
+        assert_eq!(statuses(&out), vec![403]);
+        assert!(!ytag.is_empty());
+        assert_eq!(h.core.active_calls(), 2);
     }
 }

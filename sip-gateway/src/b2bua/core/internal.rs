@@ -1,0 +1,274 @@
+//! Calls from an agent's registered phone to a colleague's extension: the consultation leg of
+//! an attended transfer (and plain internal calls).
+//!
+//! Until now zentrale only took INVITEs to DIDs. An INVITE whose Request-URI names an
+//! extension and whose From names an extension of the same tenant is an internal call: it is
+//! authenticated like a REGISTER (digest, but challenged with `407 Proxy-Authenticate` in the
+//! agent's tenant realm, verified against the same HA1 the registrar uses, with nonces of the
+//! same key), anchored in the relay like every call (both legs through it, so a later REFER
+//! with `Replaces` can move the colleague's leg onto another call's relay port), and rung on
+//! the colleague's registered phones through the ordinary fork. acd-core never sees it: it is
+//! no contact of a queue (the engine is told nothing, `engine_released` is set from the
+//! start), its branches ring under [`outbound::NO_OFFER`], and its CDR queue is `internal`.
+//!
+//! A carrier's INVITE to an extension, or an extension calling another tenant's extension, is
+//! not internal and goes the DID way (usually 404).
+
+use acd_core::{AgentId, ContactId, Input, QueueId};
+use bytes::Bytes;
+use rand::Rng;
+
+use super::{B2bua, Call, CallKey, CallState, MediaPort, Now, outbound, user_of};
+use crate::media::{LegSetup, PayloadTypes};
+use crate::sdp::{Codec, LocalMedia, SessionDescription};
+use crate::sip::auth::{DigestServer, parse_digest};
+use crate::sip::transaction::{Peer, TxId};
+use crate::sip::{HeaderName, Message, response_to_source};
+
+/// The CDR queue of internal calls.
+pub(super) const INTERNAL_QUEUE: &str = "internal";
+
+impl<M: MediaPort> B2bua<M> {
+    /// Hook at the top of `new_call`: takes the INVITE when it is an internal call (see the
+    /// module docs) and returns `true`; `false` leaves it to the DID path.
+    pub(super) fn internal_invite(
+        &mut self,
+        now: Now,
+        tx: TxId,
+        req: &Message,
+        source: Peer,
+    ) -> bool {
+        let target = req
+            .request_uri()
+            .and_then(Result::ok)
+            .and_then(|u| {
+                u.user_unescaped()
+                    .map(|u| String::from_utf8_lossy(&u).into_owned())
+            })
+            .unwrap_or_default();
+        let caller = user_of(req.from().ok().flatten().as_ref());
+        let (Some((t_tenant, t_agent, _)), Some((c_tenant, c_agent, secret))) = (
+            self.index.extensions.get(&target).cloned(),
+            self.index.extensions.get(&caller).cloned(),
+        ) else {
+            return false;
+        };
+        if t_tenant != c_tenant {
+            return false;
+        }
+        // Digest, challenged as a proxy would (RFC 3261 section 22.3).
+        let digest = DigestServer::new(self.config.realm.clone(), &self.config.nonce_key, 300);
+        let now_secs = now.wall_ms / 1000;
+        let verdict = req
+            .headers_named(&HeaderName::ProxyAuthorization)
+            .find_map(|v| parse_digest(v).ok())
+            .map(|creds| {
+                digest
+                    .verify_ha1(now_secs, "INVITE", &creds, secret.ha1())
+                    .map(|a| a.username == caller)
+            });
+        match verdict {
+            Some(Ok(true)) => {}
+            other => {
+                let stale = matches!(other, Some(Err(crate::sip::auth::AuthError::Stale)));
+                if other.is_some() && !stale {
+                    tracing::info!(%caller, %source.addr, "internal INVITE with wrong credentials");
+                }
+                let tag = self.token();
+                let mut b = response_to_source(
+                    req,
+                    Some(source.addr),
+                    407,
+                    "Proxy Authentication Required",
+                    Some(tag.as_bytes()),
+                );
+                for alg in self.config.registrar.algorithms.clone() {
+                    let v = digest.challenge_in(secret.realm(), now_secs, alg, stale);
+                    b = b.header(b"Proxy-Authenticate", v.as_bytes());
+                }
+                self.respond(now, tx, b.finish());
+                return true;
+            }
+        }
+        if self.registrar.bindings(&target, now.mono).is_empty() {
+            self.simple(now, tx, req, source, 480, "Temporarily Unavailable");
+            return true;
+        }
+        self.start_internal_call(
+            now, tx, req, source, c_tenant, c_agent, t_agent, caller, target,
+        );
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_internal_call(
+        &mut self,
+        now: Now,
+        tx: TxId,
+        req: &Message,
+        source: Peer,
+        tenant: uuid::Uuid,
+        caller_agent: AgentId,
+        target_agent: AgentId,
+        caller: String,
+        target: String,
+    ) {
+        let offer = match SessionDescription::parse(req.body()) {
+            Ok(o) if !req.body().is_empty() => o,
+            _ => {
+                self.simple(now, tx, req, source, 488, "Not Acceptable Here");
+                return;
+            }
+        };
+        let Some(caller_setup) = LegSetup::from_sdp(&offer) else {
+            self.simple(now, tx, req, source, 488, "Not Acceptable Here");
+            return;
+        };
+        let callee_side = LegSetup {
+            peer: None,
+            rtcp_peer: None,
+            payload_types: PayloadTypes::of(&[0, 8, 101]),
+            telephone_event: Some(101),
+            codec: None,
+        };
+        let media = match self.media.add_call(caller_setup, callee_side) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("no media ports for an internal call: {e}");
+                self.simple(now, tx, req, source, 503, "Service Unavailable");
+                return;
+            }
+        };
+        let answer = match offer.answer(
+            &[Codec::Pcmu, Codec::Pcma, Codec::TelephoneEvent],
+            LocalMedia {
+                address: self.config.media_address,
+                port: media.leg_a.rtp,
+            },
+            self.rng.random::<u32>().into(),
+        ) {
+            Ok(a) => a,
+            Err(_) => {
+                self.media.remove_call(media.id);
+                self.simple(now, tx, req, source, 488, "Not Acceptable Here");
+                return;
+            }
+        };
+        let mut agent_codecs = vec![answer.audio.codec];
+        if answer.telephone_event.is_some() {
+            agent_codecs.push(Codec::TelephoneEvent);
+        }
+        let mut random = [0u8; 10];
+        self.rng.fill(&mut random);
+        let contact =
+            ContactId(uuid::Builder::from_unix_timestamp_millis(now.wall_ms, &random).into_uuid());
+        let local_tag = self.token();
+        let call_id = req.call_id().ok().flatten().unwrap_or_default();
+        let caller_contact = super::contact_uri(req).unwrap_or_else(|| {
+            req.request_line()
+                .map(|r| r.uri_raw.clone())
+                .unwrap_or_default()
+        });
+        let ringing = response_to_source(
+            req,
+            Some(source.addr),
+            180,
+            "Ringing",
+            Some(local_tag.as_bytes()),
+        )
+        .copy_headers(req, &HeaderName::RecordRoute)
+        .header(b"Contact", self.our_contact().as_bytes())
+        .finish();
+        self.respond(now, tx, ringing);
+        let key = CallKey(self.next_call);
+        self.next_call += 1;
+        tracing::info!(%caller, %target, %caller_agent, "internal call");
+        self.by_contact.insert(contact, key);
+        self.by_call_id
+            .insert(call_id.clone(), (key, super::LegRef::Caller));
+        self.by_invite_tx.insert(tx, key);
+        self.by_media.insert(media.id, key);
+        self.calls.insert(
+            key,
+            Call {
+                tenant,
+                contact,
+                queue: QueueId::new(INTERNAL_QUEUE),
+                invite_tx: tx,
+                invite: req.clone(),
+                source,
+                local_tag,
+                call_id,
+                caller_contact,
+                caller_number: caller,
+                dialled: target,
+                media,
+                answer_sdp: Bytes::from(answer.sdp.to_string()),
+                agent_codecs,
+                state: CallState::Queued,
+                branches: Vec::new(),
+                winner: None,
+                started_ms: now.wall_ms,
+                answered_ms: None,
+                bye_cseq: 1,
+                agent_sdp: None,
+                recording: None,
+                recordings_done: Vec::new(),
+                monitor: None,
+                held_by: None,
+                transfer: None,
+                requeued: false,
+                engine_released: true,
+                agent_since_ms: None,
+                transfer_cseq: 1,
+            },
+        );
+        self.offer(now, tenant, outbound::NO_OFFER, contact, target_agent);
+        // `offer` reports a phone it could not ring to the engine, which never heard of this.
+        self.routing.retain(|(_, i)| {
+            !matches!(i, Input::OfferRejected { offer, .. } if *offer == outbound::NO_OFFER)
+        });
+        let ringing = self.calls.get(&key).is_some_and(|c| !c.branches.is_empty());
+        if !ringing {
+            self.internal_failed(now, key, 480);
+        }
+    }
+
+    /// Whether `key` is an internal call still ringing (no answer yet).
+    pub(super) fn is_ringing_internal(&self, key: CallKey) -> bool {
+        self.calls.get(&key).is_some_and(|c| {
+            c.engine_released
+                && c.winner.is_none()
+                && !c.requeued
+                && c.queue.as_str() == INTERNAL_QUEUE
+        })
+    }
+
+    /// Every phone of the callee refused: the caller's INVITE gets the status.
+    pub(super) fn internal_failed(&mut self, now: Now, key: CallKey, code: u16) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let (tx, invite, source, tag) = (
+            call.invite_tx,
+            call.invite.clone(),
+            call.source,
+            call.local_tag.clone(),
+        );
+        let reason = match code {
+            486 => "Busy Here",
+            603 => "Decline",
+            408 => "Request Timeout",
+            _ => "Temporarily Unavailable",
+        };
+        let b = response_to_source(
+            &invite,
+            Some(source.addr),
+            code,
+            reason,
+            Some(tag.as_bytes()),
+        );
+        self.respond(now, tx, b.finish());
+        self.finish(now, key, "failed");
+    }
+}
