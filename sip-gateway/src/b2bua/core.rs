@@ -36,9 +36,10 @@ use uuid::Uuid;
 use super::model::{GatewayModel, ModelIndex};
 
 mod callback;
+mod cdr_quality;
 mod hold;
-mod ivr;
 mod internal;
+mod ivr;
 mod live;
 mod outbound;
 mod queue_media;
@@ -91,6 +92,11 @@ pub trait MediaPort {
     fn add_leg(&mut self, id: MediaSessionId, setup: LegSetup) -> Result<PortPair, MediaError>;
     /// Removes the third leg.
     fn remove_leg(&mut self, id: MediaSessionId, leg: Leg);
+    /// Whether [`MediaEvent::Removed`] with final counters follows `remove_call` (then CDR
+    /// rows wait for it to carry the MOS, core/cdr_quality.rs).
+    fn reports_removal(&self) -> bool {
+        false
+    }
 }
 
 impl MediaPort for Arc<crate::media::MediaRelay> {
@@ -116,6 +122,9 @@ impl MediaPort for Arc<crate::media::MediaRelay> {
     }
     fn remove_leg(&mut self, id: MediaSessionId, leg: Leg) {
         let _ = crate::media::MediaRelay::remove_leg(self, id, leg);
+    }
+    fn reports_removal(&self) -> bool {
+        true
     }
 }
 
@@ -301,6 +310,8 @@ pub struct B2bua<M: MediaPort> {
     orphans: HashMap<TxId, Branch>,
     routing: VecDeque<(Uuid, Input)>,
     cdrs: VecDeque<CdrRow>,
+    /// CDR rows of finished calls waiting for the relay's final counters (core/cdr_quality.rs).
+    held_cdrs: cdr_quality::HeldCdrs,
     accepting: bool,
     counters: Counters,
     /// Callbacks requested by callers (filled by core/callback.rs's request side), dialled
@@ -379,6 +390,7 @@ impl<M: MediaPort> B2bua<M> {
             orphans: HashMap::new(),
             routing: VecDeque::new(),
             cdrs: VecDeque::new(),
+            held_cdrs: Default::default(),
             accepting: true,
             counters: Counters::default(),
             pending_callbacks: HashMap::new(),
@@ -429,6 +441,7 @@ impl<M: MediaPort> B2bua<M> {
     /// Next CDR row to persist.
     #[must_use]
     pub fn poll_cdr(&mut self) -> Option<CdrRow> {
+        self.cdr_quality_flush_when_draining();
         self.cdrs.pop_front()
     }
 
@@ -447,6 +460,10 @@ impl<M: MediaPort> B2bua<M> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let t = match (t, self.cdr_quality_poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (t, self.session_timers_poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -461,6 +478,7 @@ impl<M: MediaPort> B2bua<M> {
         self.caller_media_timeout(now);
         self.trunks_timeout(now);
         self.session_timers_timeout(now);
+        self.cdr_quality_timeout(now);
     }
 
     /// A datagram from `source` (UDP). Garbage is dropped (and counted); requests that parse
@@ -570,6 +588,7 @@ impl<M: MediaPort> B2bua<M> {
 
     /// An event of the media relay.
     pub fn handle_media_event(&mut self, now: Now, event: MediaEvent) {
+        self.cdr_quality_event(&event);
         if self.supervisor_media_event(now, &event) {
             return;
         }
@@ -833,6 +852,9 @@ impl<M: MediaPort> B2bua<M> {
         if self.session_too_small(now, tx, &req, source) {
             return;
         }
+        if self.internal_invite(now, tx, &req, source) {
+            return;
+        }
         let dialled = req
             .request_uri()
             .and_then(Result::ok)
@@ -852,9 +874,6 @@ impl<M: MediaPort> B2bua<M> {
                     self.simple(now, tx, &req, source, 404, "Not Found");
                     return;
                 }
-        if self.internal_invite(now, tx, &req, source) {
-            return;
-        }
             },
         };
         let trunk = match self.admit_inbound(tenant, &dialled, source.addr) {
@@ -1289,6 +1308,8 @@ impl<M: MediaPort> B2bua<M> {
                 .finish();
             let peer = b.peer;
             self.tl.send_stateless(peer, ack);
+            // A 2xx to our re-INVITE (attended transfer) carries the phone's new answer.
+            self.reanchor_answered(key, resp);
             return;
         }
         let late = (call.winner.is_some() && !transfer_answer) || b.withdrawn;
@@ -1308,8 +1329,6 @@ impl<M: MediaPort> B2bua<M> {
             call.answered_ms = Some(now.wall_ms);
         }
         let (tenant, media_id, invite_tx, answer_sdp, local_tag) = (
-            // A 2xx to our re-INVITE (attended transfer) carries the phone's new answer.
-            self.reanchor_answered(key, resp);
             call.tenant,
             call.media.id,
             call.invite_tx,
@@ -1527,8 +1546,10 @@ impl<M: MediaPort> B2bua<M> {
                 );
                 self.respond(now, tx, b.finish());
                 self.counters.abandoned += 1;
-                self.routing
-                    .push_back((tenant, Input::ContactAbandoned { contact }));
+                if !released {
+                    self.routing
+                        .push_back((tenant, Input::ContactAbandoned { contact }));
+                }
                 self.finish(now, key, "abandoned");
             }
             return;
@@ -1721,6 +1742,7 @@ impl<M: MediaPort> B2bua<M> {
                 transfer: None,
             });
         }
+        self.hold_cdrs_for_quality(now, call.media.id, call.contact);
         for b in call.branches {
             self.by_call_id.remove(&b.call_id);
             self.by_branch_tx.remove(&b.tx);
