@@ -179,6 +179,30 @@ impl MediaCaller {
         }
     }
 
+    /// Sends `freq` as paced PCMU for `dur` (what arrives meanwhile stays in the socket).
+    pub fn send_tone(&self, freq: f64, dur: Duration) {
+        let mut tone = ToneGenerator::new(freq, 8000);
+        let start = Instant::now();
+        let mut n: u32 = 0;
+        while start.elapsed() < dur {
+            let mut pcm = [0i16; 160];
+            tone.fill(&mut pcm);
+            let seq = self.seq.get();
+            self.seq.set(seq.wrapping_add(1));
+            let mut pkt = vec![0x80, 0];
+            pkt.extend_from_slice(&seq.to_be_bytes());
+            pkt.extend_from_slice(&(n * 160).to_be_bytes());
+            pkt.extend_from_slice(&0x7777_0002u32.to_be_bytes());
+            let mut payload = [0u8; 160];
+            sip_gateway::audio::g711::encode_into(Law::Mu, &pcm, &mut payload);
+            pkt.extend_from_slice(&payload);
+            self.rtp.send_to(&pkt, self.relay).unwrap();
+            n += 1;
+            let next = start + Duration::from_millis(20 * u64::from(n));
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    }
+
     /// Collects the PCMU audio arriving for `dur` (sending nothing).
     pub fn listen(&self, dur: Duration) -> Heard {
         let mut heard = Vec::new();
@@ -247,4 +271,12 @@ pub fn classify(heard: &Heard, freqs: &[f64]) -> Vec<(Instant, Option<f64>)> {
         .iter()
         .map(|(t, f)| (*t, frame_tone(f, freqs, 0.005)))
         .collect()
+}
+
+/// Prints what the server logged so far (for a failing test's output).
+pub fn dump_log(server: &Server, filter: &str) {
+    count_lines(server, "");
+    for l in server.seen.borrow().iter().filter(|l| l.contains(filter)) {
+        println!("server: {l}");
+    }
 }

@@ -622,6 +622,7 @@ impl<M: MediaPort> B2bua<M> {
         if !m.answered {
             return false;
         }
+        tracing::debug!(phase = ?m.phase, "answered caller hung up before an agent");
         match m.phase.clone() {
             Phase::VoicemailRecording { .. } => self.voicemail_stop(now, key, false),
             Phase::VoicemailPrompt => self.finish(now, key, "voicemail"),

@@ -90,9 +90,11 @@ impl<M: MediaPort> B2bua<M> {
         let Phase::VoicemailRecording { path, started_ms } = m.phase.clone() else {
             return;
         };
+        let duration_ms = now.wall_ms.saturating_sub(started_ms);
+        tracing::info!(path = %path.display(), duration_ms, at_limit, "voicemail message ended");
         m.voicemail = Some(RecordingSummary {
             path,
-            duration_ms: now.wall_ms.saturating_sub(started_ms),
+            duration_ms,
             pauses: Vec::new(),
         });
         self.audio(key, AudioCommand::StopRecording);
@@ -178,6 +180,74 @@ mod tests {
         let rec = cdr.recording.unwrap();
         assert_eq!(rec.path, path);
         assert!(rec.duration_ms >= 5_000);
+    }
+
+    #[test]
+    fn no_agents_to_voicemail_with_queue_media_stops_at_the_callers_bye() {
+        let mut h = Harness::new();
+        let mut media = music_media();
+        if let Some(q) = media.queues.get_mut(&QueueId::new("support")) {
+            q.music = None;
+            q.greeting = None;
+            q.voicemail_max_s = 30;
+        }
+        with_media(&mut h, media);
+        h.core
+            .set_caller_media(PromptLibrary::builtin().unwrap(), Some("/vm".into()));
+        invite_to(&mut h, "100", "z9hG4bKvm3");
+        let contact = h
+            .routing()
+            .into_iter()
+            .find_map(|i| match i {
+                Input::NewContact(n) => Some(n.id),
+                _ => None,
+            })
+            .unwrap();
+        let now = h.now();
+        h.core.handle_action(
+            now,
+            TENANT,
+            Action::Refused {
+                contact,
+                queue: QueueId::new("support"),
+                reason: acd_core::io::RefusalReason::NoAgents,
+                then: Disposition::Voicemail,
+            },
+        );
+        let ok = h
+            .out()
+            .into_iter()
+            .find(|(_, m)| m.status() == Some(200))
+            .unwrap()
+            .1;
+        let to = String::from_utf8_lossy(
+            ok.headers_named(&crate::sip::HeaderName::To)
+                .next()
+                .unwrap(),
+        )
+        .into_owned();
+        h.ms += 10_000;
+        let now = h.now();
+        h.core.handle_timeout(now);
+        h.send(
+            CARRIER,
+            &format!("ACK sip:zentrale@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKack3\nMax-Forwards: 70\nFrom: <sip:+4930111@carrier>;tag=c\nTo: {to}\nCall-ID: z9hG4bKvm3@carrier\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
+        );
+        h.ms += 2_000;
+        let out = h.send(
+            CARRIER,
+            &format!("BYE sip:zentrale@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbyevm3\nMax-Forwards: 70\nFrom: <sip:+4930111@carrier>;tag=c\nTo: {to}\nCall-ID: z9hG4bKvm3@carrier\nCSeq: 2 BYE\nContent-Length: 0\n\n"),
+        );
+        assert!(out.iter().any(|(_, m)| m.status() == Some(200)));
+        assert!(
+            matches!(
+                h.core.media.audio.last().unwrap().1,
+                AudioCommand::StopRecording
+            ),
+            "{:?}",
+            h.core.media.audio.last()
+        );
+        assert_eq!(h.core.active_calls(), 0);
     }
 
     #[test]
