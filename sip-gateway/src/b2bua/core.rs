@@ -1671,8 +1671,11 @@ impl<M: MediaPort> B2bua<M> {
         self.outbound_call_gone(now, key);
         self.session_timers_forget(key);
         let recording = self.recording_on_end(now, &mut call);
-        // A voicemail message is the caller leg's recording (core/voicemail.rs).
-        let recording = recording.or(self.caller_media_on_end(key));
+        // A voicemail message is the caller leg's recording (core/voicemail.rs), and is named
+        // as the voicemail, too.
+        let voicemail = self.caller_media_on_end(key);
+        let voicemail_file = voicemail.as_ref().map(|v| v.path.display().to_string());
+        let recording = recording.or(voicemail);
         for i in 0..call.branches.len() {
             if matches!(
                 call.branches[i].state,
@@ -1713,7 +1716,7 @@ impl<M: MediaPort> B2bua<M> {
             talk_ms,
             recording: recording.clone(),
             mos_x100: None,
-            voicemail: None,
+            voicemail: voicemail_file,
             transfer: None,
         });
         if let Some(b) = winner {

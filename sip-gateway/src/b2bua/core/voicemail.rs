@@ -177,6 +177,7 @@ mod tests {
         assert!(h.routing().is_empty(), "the engine has let the contact go");
         let cdr = h.core.poll_cdr().unwrap();
         assert_eq!(cdr.result, "voicemail");
+        assert_eq!(cdr.voicemail, Some(path.display().to_string()));
         let rec = cdr.recording.unwrap();
         assert_eq!(rec.path, path);
         assert!(rec.duration_ms >= 5_000);
