@@ -288,6 +288,13 @@ fn main() {
     let mut send_headers: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
     let mut flush = |sock: &mio::net::UdpSocket,
                      batch: &mut Vec<([u8; PACKET], SockaddrStorage)>| {
+        // The send time is stamped here, just before the system call: packets wait in
+        // `pending` while the generator builds the rest of a due batch (many ms' worth when it
+        // was starved of CPU), and that wait is the generator's, not the relay's.
+        let stamp = realtime_ns().to_be_bytes();
+        for (p, _) in batch.iter_mut() {
+            p[12..20].copy_from_slice(&stamp);
+        }
         let n = if batch.len() == 1 {
             usize::from(sock.send_to(&batch[0].0, to_std(&batch[0].1)).is_ok())
         } else {
@@ -358,7 +365,6 @@ fn main() {
                 packet[2..4].copy_from_slice(&s.to_be_bytes());
                 packet[4..8].copy_from_slice(&(u32::from(s) * 160).to_be_bytes());
                 packet[8..12].copy_from_slice(&(i as u32).to_be_bytes());
-                packet[12..20].copy_from_slice(&realtime_ns().to_be_bytes());
                 let k = i % nsockets;
                 if pending[k].is_empty() {
                     dirty.push(k);
