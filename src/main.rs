@@ -6,6 +6,7 @@
 
 mod config;
 mod provision;
+mod recording_retention;
 mod routing_host;
 mod serve;
 mod simulate;

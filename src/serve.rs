@@ -131,6 +131,10 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     // The settings never change at run time yet (the queues' `record` flag travels in the
     // model); the sender stays alive so the gateway keeps its settings.
     let _recording = recording_tx;
+    tokio::spawn(crate::recording_retention::run(
+        store.clone(),
+        config.data_dir.join("recordings"),
+    ));
 
     let app = crm_api::router(state);
     let listener = tokio::net::TcpListener::bind(config.http.listen)

@@ -552,6 +552,24 @@ pub async fn hangup(
     act(&state, &who, &contact, CallAction::Hangup).await
 }
 
+/// The queues of a tenant's recorded calls: `(contact id, queue)` for every caller-leg CDR
+/// that names a recording. The retention sweep asks this to learn which queue's retention
+/// applies to a file (the file name is the contact id).
+pub async fn recorded_queues(
+    store: &crate::Store,
+    tenant: TenantId,
+) -> Result<Vec<(String, Option<String>)>, crate::StoreError> {
+    Ok(crate::store::with_pool!(store, |p| {
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT contact_id, queue FROM cdr \
+             WHERE tenant_id = $1 AND leg = 'caller' AND recording IS NOT NULL",
+        )
+        .bind(tenant.as_text())
+        .fetch_all(p)
+        .await?
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
