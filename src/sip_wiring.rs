@@ -713,4 +713,42 @@ mod tests {
         assert_eq!(legs.len(), 2);
         assert!(legs.iter().all(|l| l.wrap_ms == 2_000), "{legs:?}");
     }
+
+    #[test]
+    fn ivr_menus_and_queue_media_reach_the_gateway_and_bad_menus_are_refused() {
+        let base = "[skills.german]\n[queues.support]\n[queues.support.media]\nmusic = \"hold_music\"\n[queues.sales]\n[agents.1001]\nqueues=[\"support\"]\n[dids.\"+4930999\"]\ntarget = { menu = \"main\" }\n";
+        let good = format!(
+            "{base}[ivr_menus.main]\nprompt = \"language_menu\"\noptions = {{ \"1\" = {{ queue = \"support\" }}, \"2\" = {{ menu = \"number\" }} }}\nset = {{ \"1\" = {{ language = \"de\" }} }}\nrequire = {{ \"1\" = \"german >= 2\" }}\ndefault = {{ queue = \"support\" }}\n[ivr_menus.number]\nprompt = \"please_hold\"\ncollect = {{ attribute = \"customer_number\", digits = 8 }}\ndefault = {{ queue = \"sales\" }}\n"
+        );
+        let model: RoutingModel = crm_api::provision::parse(&good).expect("parses");
+        model.validate().expect("valid");
+        let media = tenant_media(&model);
+        assert_eq!(media.entry_menus["+4930999"], "main");
+        assert!(media.queues.contains_key(&QueueId::new("support")));
+        let main = &media.menus["main"];
+        assert_eq!(main.timeout_ms, 5000);
+        let one = &main.options[&'1'];
+        assert_eq!(one.target, IvrTarget::Queue(QueueId::new("support")));
+        assert_eq!(one.set, vec![("language".to_owned(), "de".to_owned())]);
+        assert_eq!(
+            one.require.as_ref().map(ToString::to_string).as_deref(),
+            Some("german >= 2")
+        );
+        let collect = media.menus["number"].collect.clone().expect("collect");
+        assert_eq!((collect.max_digits, collect.terminator), (8, Some('#')));
+        for bad in [
+            // A requirement naming an unknown skill.
+            "[ivr_menus.main]\nprompt = \"p\"\noptions = { \"1\" = \"hangup\" }\nrequire = { \"1\" = \"klingon\" }\ndefault = \"hangup\"\n",
+            // Attributes for a key that is no option.
+            "[ivr_menus.main]\nprompt = \"p\"\noptions = { \"1\" = \"hangup\" }\nset = { \"2\" = { language = \"de\" } }\ndefault = \"hangup\"\n",
+            // Collect and options at once.
+            "[ivr_menus.main]\nprompt = \"p\"\noptions = { \"1\" = \"hangup\" }\ncollect = { attribute = \"n\", digits = 4 }\ndefault = \"hangup\"\n",
+            // No digits to collect.
+            "[ivr_menus.main]\nprompt = \"p\"\ncollect = { attribute = \"n\", digits = 0 }\ndefault = \"hangup\"\n",
+        ] {
+            let model: RoutingModel =
+                crm_api::provision::parse(&format!("{base}{bad}")).expect("parses");
+            assert!(model.validate().is_err(), "accepted: {bad}");
+        }
+    }
 }

@@ -169,10 +169,25 @@ impl<M: MediaPort> B2bua<M> {
             IvrTarget::Queue(q) => self.enqueue_from_ivr(key, q),
             IvrTarget::Menu(m) => self.enter_menu(now, key, &m),
             IvrTarget::Number(n) => {
-                // The dial-out through a trunk belongs to core/outbound.rs; until a caller in
-                // the IVR can be bridged to it, the choice ends politely.
-                tracing::warn!(number = %n, "IVR option leads to an external number: forwarding from the IVR is not available yet; hanging up");
-                self.leave_after(now, key, &["goodbye"], "refused");
+                // Dialled through the tenant's trunks (core/outbound.rs) and bridged on answer;
+                // the caller hears the waiting music meanwhile. The contact never entered the
+                // engine, so nothing is reported to it.
+                if let Some(call) = self.calls.get_mut(&key) {
+                    call.engine_released = true;
+                }
+                if let Some(m) = self.experience.calls.get_mut(&key) {
+                    m.phase = Phase::Waiting;
+                }
+                match self.dial_out_bridge(now, key, &n) {
+                    Ok(()) => {
+                        let music = self.queue_music(key);
+                        self.play(key, Vec::new(), music);
+                    }
+                    Err(e) => {
+                        tracing::info!(number = %n, ?e, "IVR option to a number cannot be dialled; hanging up");
+                        self.leave_after(now, key, &["goodbye"], "refused");
+                    }
+                }
             }
             IvrTarget::Voicemail => self.start_voicemail(now, key),
             IvrTarget::Hangup => self.leave_after(now, key, &["goodbye"], "completed"),
@@ -225,6 +240,15 @@ mod tests {
             default: IvrTarget::Queue(QueueId::new("support")),
             collect: None,
         };
+        let mut main = main;
+        main.options.insert(
+            '4',
+            IvrChoice {
+                target: IvrTarget::Number("+4930777".into()),
+                set: vec![],
+                require: None,
+            },
+        );
         let number = IvrMenu {
             prompt: "please_hold".into(),
             timeout_ms: 3000,
@@ -333,6 +357,25 @@ mod tests {
         let n = new_contact(&mut h).unwrap();
         assert_eq!(n.queue, QueueId::new("other"));
         assert_eq!(n.attributes["customer_number"], "4711");
+    }
+
+    #[test]
+    fn a_number_option_without_a_trunk_says_goodbye_and_hangs_up() {
+        let mut h = Harness::new();
+        with_media(&mut h, menus());
+        invite_to(&mut h, "200", "z9hG4bKivr6");
+        info(&mut h, "z9hG4bKivr6", 1, "application/dtmf", "4");
+        assert!(new_contact(&mut h).is_none());
+        h.ms += 10_000;
+        let now = h.now();
+        h.core.handle_timeout(now);
+        let out = h.out();
+        assert!(
+            out.iter()
+                .any(|(_, m)| m.method() == Some(&crate::sip::Method::Bye))
+        );
+        assert!(h.routing().is_empty(), "never in the engine");
+        assert_eq!(h.core.poll_cdr().unwrap().result, "refused");
     }
 
     #[test]

@@ -331,7 +331,7 @@ impl<M: MediaPort> B2bua<M> {
         self.play(key, items, music);
     }
 
-    fn queue_music(&mut self, key: CallKey) -> Option<Arc<Prompt>> {
+    pub(super) fn queue_music(&mut self, key: CallKey) -> Option<Arc<Prompt>> {
         let lang = self.language_of(key);
         let name = self
             .queue_media_of(key)
