@@ -10,6 +10,7 @@
 //! - whisper: the agent hears the supervisor and the caller; the caller hears the agent and
 //!   NOT the supervisor; the supervisor hears both;
 //! - after `{"mode":"barge"}`: the caller hears the supervisor too;
+//! - the supervisor presses 1 on the phone (RFC 4733): listen — nobody hears them any more;
 //! - the caller hanging up releases agent and supervisor (BYE to both);
 //! - rights: agent 1001 may not monitor (403); the admin of another tenant gets 404 for this
 //!   call and sees none of this tenant's calls.
@@ -25,9 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::ua::{Caller, answer, await_bye, talk, window};
+use common::ua::{Caller, answer, await_bye, is, recv_sip, respond, sdp_rtp, talk, window};
 use common::{Server, http};
 use serde_json::Value;
+use sip_gateway::audio::dtmf::{Digit, DtmfSender};
 use sip_gateway::audio::tone::detect;
 
 // Ports of this test: SIP and the UAs' RTP in 56000-56049, the relay in 47500-47999.
@@ -88,6 +90,31 @@ fn other_tenant(server: &Server) {
         .unwrap();
         store.close().await;
     });
+}
+
+/// A PCMU + telephone-event (101) SDP receiving at 127.0.0.1:`port`.
+fn sdp_with_events(port: u16) -> String {
+    format!(
+        "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
+    )
+}
+
+/// One key press as RFC 4733 packets (payload type 101), paced every 20 ms.
+fn press(sock: &UdpSocket, to: std::net::SocketAddr, digit: Digit) {
+    let mut sender = DtmfSender::new(digit, 0x4000_0000, 120, 10);
+    let start = Instant::now();
+    let mut seq: u16 = 0x7000;
+    while let Some(p) = sender.poll_packet() {
+        let at = start + Duration::from_millis(u64::from(p.send_offset_ms));
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        let mut pkt = vec![0x80, if p.marker { 0x80 | 101 } else { 101 }];
+        pkt.extend_from_slice(&seq.to_be_bytes());
+        pkt.extend_from_slice(&p.rtp_timestamp.to_be_bytes());
+        pkt.extend_from_slice(&0x0000_d7d7u32.to_be_bytes());
+        pkt.extend_from_slice(&p.payload);
+        sock.send_to(&pkt, to).unwrap();
+        seq = seq.wrapping_add(1);
+    }
 }
 
 /// Strength of `hz` in what was heard between `from` and `to` (0 when nothing arrived).
@@ -201,15 +228,26 @@ fn whisper_reaches_only_the_agent_and_barge_reaches_the_caller() {
         r#"{"mode":"whisper"}"#,
     );
     assert_eq!(status, 204, "{body}");
-    let sup_leg = answer(&sup_sip, SUP_RTP, Duration::from_secs(20));
-    let whisper_from = Instant::now();
-    let sup_talk = talk(
-        UdpSocket::bind(("127.0.0.1", SUP_RTP)).unwrap(),
-        sup_leg.relay,
-        SUP_HZ,
-        limit,
-        stop.clone(),
+    // The supervisor's phone offers RFC 4733 telephone-events too: its keys switch the mode.
+    let (invite, from) = recv_sip(
+        &sup_sip,
+        Duration::from_secs(20),
+        |m| is(m, "INVITE"),
+        "the INVITE to the supervisor",
     );
+    respond(&sup_sip, from, &invite, "180 Ringing", "");
+    respond(&sup_sip, from, &invite, "200 OK", &sdp_with_events(SUP_RTP));
+    recv_sip(
+        &sup_sip,
+        Duration::from_secs(10),
+        |m| is(m, "ACK"),
+        "the ACK",
+    );
+    let sup_relay = sdp_rtp(invite.body());
+    let sup_rtp = UdpSocket::bind(("127.0.0.1", SUP_RTP)).unwrap();
+    let sup_keys = sup_rtp.try_clone().unwrap();
+    let whisper_from = Instant::now();
+    let sup_talk = talk(sup_rtp, sup_relay, SUP_HZ, limit, stop.clone());
     let (_, body) = http(&server.http, "GET", "/api/v1/calls", Some(&chef), "");
     let calls: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(calls[0]["monitored_by"]["supervisor"], "1002", "{calls}");
@@ -229,6 +267,15 @@ fn whisper_reaches_only_the_agent_and_barge_reaches_the_caller() {
     let barge_from = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let barge_to = Instant::now();
+
+    // The supervisor presses 1: back to listening, nobody hears them.
+    press(&sup_keys, sup_relay, Digit::from_char('1').unwrap());
+    server.wait_for("supervisor switched mode by DTMF");
+    let listen_from = Instant::now();
+    let (_, body) = http(&server.http, "GET", "/api/v1/calls", Some(&chef), "");
+    assert!(body.contains(r#""mode":"listen""#), "{body}");
+    std::thread::sleep(Duration::from_secs(3));
+    let listen_to = Instant::now();
 
     // The caller hangs up: the agent and the supervisor are released. (The talkers are
     // joined only after that: in processed mode zentrale sends every leg a frame every 20 ms,
@@ -290,6 +337,29 @@ fn whisper_reaches_only_the_agent_and_barge_reaches_the_caller() {
         "and still the agent"
     );
     assert!(heard(&agent_heard, b0, b1, SUP_HZ) > 0.01, "the agent too");
+
+    // Listen (switched by the key): neither party hears the supervisor, who hears both.
+    let (l0, l1) = (listen_from + margin, listen_to);
+    let caller_sup_listen = heard(&caller_heard, l0, l1, SUP_HZ);
+    let agent_sup_listen = heard(&agent_heard, l0, l1, SUP_HZ);
+    eprintln!(
+        "listen: caller hears sup {caller_sup_listen:.6}, agent hears sup {agent_sup_listen:.6}"
+    );
+    assert!(
+        caller_sup_listen < 0.0003,
+        "listen: the caller does not hear the supervisor"
+    );
+    assert!(
+        agent_sup_listen < 0.0003,
+        "listen: the agent does not hear the supervisor"
+    );
+    assert!(
+        heard(&agent_heard, l0, l1, CALLER_HZ) > 0.01,
+        "the call goes on"
+    );
+    assert!(
+        heard(&sup_heard, l0, l1, CALLER_HZ) > 0.01 && heard(&sup_heard, l0, l1, AGENT_HZ) > 0.01
+    );
 
     // The audit log says who listened in.
     let (_, body) = http(&server.http, "GET", "/api/v1/audit", Some(&admin), "");
