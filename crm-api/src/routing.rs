@@ -686,6 +686,17 @@ pub async fn apply_change(
                         .bind(&name)
                         .execute(&mut *tx)
                         .await?;
+                        // A deleted agent's phones can no longer register, and its extension
+                        // is free again (crate::sip_credentials).
+                        if kind == Kind::Agents {
+                            sqlx::query(
+                                "DELETE FROM agent_sip WHERE tenant_id = $1 AND agent = $2",
+                            )
+                            .bind(tenant.as_text())
+                            .bind(&name)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                     }
                 }
                 entity = kind.as_str().to_owned();
@@ -712,6 +723,21 @@ pub async fn apply_change(
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
+                    }
+                }
+                // SIP credentials of agents the new model no longer has go with them.
+                let with_sip: Vec<(String,)> =
+                    sqlx::query_as("SELECT agent FROM agent_sip WHERE tenant_id = $1")
+                        .bind(tenant.as_text())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for (agent,) in with_sip {
+                    if !model.agents.contains_key(&AgentId::new(&agent)) {
+                        sqlx::query("DELETE FROM agent_sip WHERE tenant_id = $1 AND agent = $2")
+                            .bind(tenant.as_text())
+                            .bind(&agent)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
                 after = Some(to_value(&model));

@@ -124,6 +124,37 @@ async fn admin_sets_a_sip_password_stored_only_as_ha1_of_the_tenant_realm(db: &T
     let (s, _) = api.get("/api/v1/routing/agents/1001/sip", &admin).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(load_credentials(&db.store, tenant).await.unwrap().len(), 1);
+
+    // Deleting the agent removes its credentials and frees its extension.
+    let (s, v) = api
+        .delete("/api/v1/routing/agents/sales-anna", &admin)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    assert!(
+        load_credentials(&db.store, tenant)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (s, v) = api
+        .put(
+            "/api/v1/routing/agents/1001/sip",
+            &admin,
+            json!({"password": PASSWORD, "extension": "2042"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "extension 2042 is free again: {v}");
+    // Provisioning a model without the agent removes its credentials too.
+    let file = "[queues.support]\n[agents.1002]\nqueues = [\"support\"]\n";
+    crm_api::provision::apply(&db.store, tenant, file)
+        .await
+        .unwrap();
+    assert!(
+        load_credentials(&db.store, tenant)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn bad_input_names_the_field(db: &TestDb) {
