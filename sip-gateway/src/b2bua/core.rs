@@ -1710,7 +1710,8 @@ impl<M: MediaPort> B2bua<M> {
             caller: call.caller_number.clone(),
             callee: call.dialled.clone(),
             result,
-            queue: Some(call.queue.to_string()),
+            // A caller who never left the IVR has no queue.
+            queue: (!call.queue.as_str().is_empty()).then(|| call.queue.to_string()),
             agent: agent.clone(),
             wait_ms,
             talk_ms,

@@ -388,7 +388,8 @@ mod tests {
             "BYE sip:zentrale@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye5\nMax-Forwards: 70\nFrom: <sip:+4930111@carrier>;tag=c\nTo: <sip:200@127.0.0.1>;tag=x\nCall-ID: z9hG4bKivr5@carrier\nCSeq: 2 BYE\nContent-Length: 0\n\n",
         );
         assert!(h.routing().is_empty());
-        assert_eq!(h.core.poll_cdr().unwrap().result, "abandoned");
+        let cdr = h.core.poll_cdr().unwrap();
+        assert_eq!((cdr.result, cdr.queue), ("abandoned", None));
         assert_eq!(h.core.active_calls(), 0);
     }
 }
