@@ -415,10 +415,19 @@ pub async fn run_routing(
     mut tenants: HashMap<TenantId, TenantEntry>,
 ) {
     let mut sip_open = true;
+    // Two changes of a tenant publish after their commits, in either order; a snapshot older
+    // than one already applied (lower `routing_version`) must not win.
+    let mut versions: HashMap<TenantId, i64> = HashMap::new();
     loop {
         tokio::select! {
             update = updates.recv() => match update {
                 Ok(update) => {
+                    let last = versions.entry(update.tenant).or_insert(i64::MIN);
+                    if update.version < *last {
+                        tracing::debug!(tenant = %update.tenant, version = update.version, "stale routing snapshot skipped");
+                        continue;
+                    }
+                    *last = update.version;
                     let demo = tenants.get(&update.tenant).is_some_and(|(_, d, _)| *d);
                     tenants.insert(
                         update.tenant,
@@ -475,10 +484,16 @@ pub async fn serve_call_control(
                 });
             }
             CallOp::Control { contact, action } => {
+                let Some(control) = call_control(action) else {
+                    let _ = reply.send(Err(CallError::Refused(
+                        "not supported by this node".to_owned(),
+                    )));
+                    continue;
+                };
                 let request = ControlRequest {
                     tenant: tenant.0,
                     contact: acd_core::ContactId(contact),
-                    control: call_control(action),
+                    control,
                 };
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 if gateway
@@ -513,9 +528,10 @@ fn supervisor_mode(mode: MonitorMode) -> SupervisorMode {
     }
 }
 
-/// crm-api's action as the gateway's control.
-fn call_control(action: CallAction) -> CallControl {
-    match action {
+/// crm-api's action as the gateway's control; `None` for an action crm-api has and this
+/// binary does not translate yet (both enums are non-exhaustive).
+fn call_control(action: CallAction) -> Option<CallControl> {
+    Some(match action {
         CallAction::Hold => CallControl::Hold,
         CallAction::Resume => CallControl::Resume,
         CallAction::Transfer(to) => CallControl::Transfer {
@@ -534,9 +550,9 @@ fn call_control(action: CallAction) -> CallControl {
             mode: supervisor_mode(mode),
         },
         CallAction::StopMonitor => CallControl::StopMonitor,
-        // Hangup, and anything crm-api adds before the gateway knows it (non_exhaustive).
-        _ => CallControl::Hangup,
-    }
+        CallAction::Hangup => CallControl::Hangup,
+        _ => return None,
+    })
 }
 
 /// The gateway's live call as crm-api lists it.
