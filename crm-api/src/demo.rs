@@ -1,6 +1,7 @@
 //! The demo tenant behind `zentrale serve --demo`: web logins admin `admin`/`demo-admin`,
 //! agents `1001`/`demo1001` and `1002`/`demo1002` (the same agents as the SIP demo), a queue
-//! `support`, and a couple of customers with a timeline.
+//! `support` (callers are answered at once with a greeting, hold music and position/wait
+//! announcements), and a couple of customers with a timeline.
 
 use crate::auth::{NewUser, Role, create_user};
 use crate::customers::{Identity, IdentityKind, NewCustomer, create_customer};

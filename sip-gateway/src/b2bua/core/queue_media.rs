@@ -546,24 +546,45 @@ impl<M: MediaPort> B2bua<M> {
         self.experience.next_timeout()
     }
 
-    /// Hook of `handle_media_event`: DTMF of a caller.
+    /// Hook of `handle_media_event`: DTMF of a caller, and the silence of a caller we
+    /// answered early (a dead line must not wait in the queue forever; an unanswered caller
+    /// may be silent, so only answered ones are checked). Returns whether it was handled.
     pub(super) fn caller_media_event(
         &mut self,
         now: Now,
         event: &crate::media::MediaEvent,
     ) -> bool {
-        if let crate::media::MediaEvent::Dtmf {
-            id,
-            leg: Leg::A,
-            digit,
-        } = *event
-        {
-            if let Some(&key) = self.by_media.get(&id) {
-                self.caller_digit(now, key, digit);
+        match *event {
+            crate::media::MediaEvent::Dtmf {
+                id,
+                leg: Leg::A,
+                digit,
+            } => {
+                if let Some(&key) = self.by_media.get(&id) {
+                    self.caller_digit(now, key, digit);
+                }
+                true
             }
-            return true;
+            crate::media::MediaEvent::RtpTimeout { id, leg: Leg::A } => {
+                let Some(&key) = self.by_media.get(&id) else {
+                    return false;
+                };
+                let waiting = self
+                    .calls
+                    .get(&key)
+                    .is_some_and(|c| c.state != CallState::Connected);
+                if !(waiting && self.caller_answered(key)) {
+                    return false;
+                }
+                tracing::info!(
+                    ?id,
+                    "no RTP from a caller answered before an agent: ending the call"
+                );
+                self.bye_caller(now, key);
+                self.caller_media_hang_up(now, key, Some(LegRef::Caller))
+            }
+            _ => false,
         }
-        false
     }
 
     /// Hook of INFO: a DTMF key from the caller's dialog. Returns whether it was one.
@@ -975,6 +996,26 @@ pub(super) mod tests {
             matches!(h.routing()[..], [Input::ContactAbandoned { contact: c }] if c == contact)
         );
         assert_eq!(h.core.poll_cdr().unwrap().result, "abandoned");
+    }
+
+    #[test]
+    fn a_silent_answered_caller_is_hung_up_and_abandoned() {
+        let mut h = Harness::new();
+        with_media(&mut h, music_media());
+        invite_to(&mut h, "100", "z9hG4bKqm7");
+        let contact = contact_of(&h.routing());
+        let id = h.core.media.live[0];
+        let now = h.now();
+        h.core.handle_media_event(
+            now,
+            crate::media::MediaEvent::RtpTimeout { id, leg: Leg::A },
+        );
+        let out = h.out();
+        assert!(out.iter().any(|(_, m)| m.method() == Some(&Method::Bye)));
+        assert!(
+            matches!(h.routing()[..], [Input::ContactAbandoned { contact: c }] if c == contact)
+        );
+        assert_eq!(h.core.active_calls(), 0);
     }
 
     #[test]
