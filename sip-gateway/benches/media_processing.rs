@@ -18,7 +18,7 @@
 //! - recorded length: the WAVs' total duration against the time the recordings ran.
 //!
 //! Run: `cargo bench -p sip-gateway --bench media_processing -- --calls 100 --seconds 20
-//! [--workers 1]`.
+//! [--workers 1] [--rt-worker 10]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
@@ -51,6 +51,8 @@ struct Args {
     calls: usize,
     seconds: u64,
     workers: usize,
+    /// SCHED_FIFO priority for the worker threads (`chrt`, needs CAP_SYS_NICE).
+    rt_worker: Option<u32>,
 }
 
 fn args() -> Args {
@@ -58,6 +60,7 @@ fn args() -> Args {
         calls: 100,
         seconds: 20,
         workers: 1,
+        rt_worker: None,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -67,6 +70,7 @@ fn args() -> Args {
             "--calls" => a.calls = value.parse().expect("--calls N"),
             "--seconds" => a.seconds = value.parse().expect("--seconds S"),
             "--workers" => a.workers = value.parse().expect("--workers W"),
+            "--rt-worker" => a.rt_worker = Some(value.parse().expect("--rt-worker PRIORITY")),
             _ => {
                 i += 1;
                 continue;
@@ -75,6 +79,21 @@ fn args() -> Args {
         i += 2;
     }
     a
+}
+
+/// Thread ids of this process's threads whose name starts with `prefix`.
+fn thread_ids(prefix: &str) -> Vec<u64> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .unwrap_or_default()
+                .trim_end()
+                .starts_with(prefix)
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// utime + stime in clock ticks of the threads whose name starts with `prefix`.
@@ -146,6 +165,18 @@ fn main() {
         .rtp_timeout(Duration::from_secs(3600));
     let (relay, mut relay_events) = MediaRelay::start(cfg).unwrap();
 
+    if let Some(prio) = a.rt_worker {
+        for tid in thread_ids("media-worker") {
+            let ok = std::process::Command::new("chrt")
+                .args(["-f", "-p", &prio.to_string(), &tid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            println!(
+                "worker thread {tid}: SCHED_FIFO {prio} {}",
+                if ok { "set" } else { "NOT set" }
+            );
+        }
+    }
     let nphones = a.calls * 2;
     let mut phones = Vec::with_capacity(nphones);
     for _ in 0..nphones {

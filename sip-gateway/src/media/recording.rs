@@ -8,6 +8,10 @@
 //! stalling every call of the worker; the summary's length then falls short by as much, and
 //! the loss is logged.
 //!
+//! The thread polls the queue (drain, then sleep 20 ms) instead of blocking on it, so that a
+//! worker's `try_send` never has to wake it: at 100 recorded calls that is 5,000 futex wake-ups
+//! per second saved in the worker's loop.
+//!
 //! Messages of one call arrive in the order the worker sent them, so a pause, the frames and
 //! the stop line up with the call's timeline exactly as the worker saw it.
 
@@ -15,7 +19,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc as tmpsc;
@@ -23,6 +27,9 @@ use tokio::sync::mpsc as tmpsc;
 use super::relay::{MediaEvent, MediaSessionId};
 use crate::audio::Frame;
 use crate::audio::record::Recorder;
+
+/// How long the thread sleeps when the queue is empty.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Frames queued at most (per relay): 0.8 s of 100 recorded calls. Each slot holds a frame
 /// pair (≈ 650 bytes), so this is ≈ 2.7 MB per relay once the ring has been used.
@@ -107,7 +114,18 @@ fn run(rx: Receiver<RecordMsg>, events: tmpsc::UnboundedSender<MediaEvent>) {
         }
         Err(e) => fail(id, o.path, e.to_string()),
     };
-    while let Ok(msg) = rx.recv() {
+    loop {
+        // Drain what is queued, then sleep: a thread blocked in `recv` would be woken (a
+        // futex call in the worker) for every frame, and the worker's CPU matters more than
+        // a few ms of delay in writing a file.
+        let msg = match rx.try_recv() {
+            Ok(msg) => msg,
+            Err(TryRecvError::Empty) => {
+                std::thread::sleep(DRAIN_EVERY);
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
         match msg {
             RecordMsg::Start { id, path, mono } => {
                 if let Some(o) = open.remove(&id) {
