@@ -33,7 +33,10 @@
 //! //  → engine.apply_config(now, (*update.config).clone()) on the engine's task
 //! state.routing_config(tenant).await?                         // initial config at start
 //! state.screen_pop(tenant, "1001", caller_number, &contact_id.to_string()).await?
-//! store.append_queue_log(&rows).await?; store.insert_cdr(&cdr).await?;
+//! store.append_queue_log(&rows).await?; store.insert_cdrs(&batch).await?;  // one transaction each
+//! store.record_wrap_ups(&wraps).await?                       // wrap-up ends after the CDR
+//! crm_api::sip_credentials::load_credentials(&store, tenant)  // agents' HA1 for the registrar
+//!                                                             // (also in every RoutingUpdate.sip)
 //! crm_api::provision::apply(&store, tenant, &toml_text).await?  // `zentrale provision`
 //! ```
 //!
