@@ -67,12 +67,13 @@ TOKEN=$(curl -sf "$API/auth/login" -H 'Content-Type: application/json' \
 auth=(-H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json')
 curl -sf -X PUT "$API/routing/queues/support" "${auth[@]}" \
     -d '{"strategy":"longest_idle","wrap_up_s":0}' > /dev/null
-# Demo agents beyond 1001/1002 get the demo password rule too (demo<extension>).
+# Each load agent gets a SIP password through the API (stored as HA1, like any agent's).
 echo "SEQUENTIAL" > "$WORK/agents.csv"
 for i in $(seq 1 "$AGENTS"); do
     ext=$((2000 + i))
     curl -sf -X PUT "$API/routing/agents/$ext" "${auth[@]}" -d '{"queues":["support"]}' > /dev/null
-    echo "$ext;[authentication username=$ext password=demo$ext]" >> "$WORK/agents.csv"
+    curl -sf -X PUT "$API/routing/agents/$ext/sip" "${auth[@]}" -d "{\"password\":\"load$ext-pw\"}" > /dev/null
+    echo "$ext;[authentication username=$ext password=load$ext-pw]" >> "$WORK/agents.csv"
 done
 sleep 1
 
