@@ -578,6 +578,7 @@ impl<M: MediaPort> B2bua<M> {
                     {
                         call.queue = q;
                     }
+                    self.caller_media_requeued(contact);
                 }
                 Disposition::Number(number) => self.overflow_to_number(now, contact, &number),
                 _ => self.refuse(now, contact, 480, "overflowed"),

@@ -368,6 +368,24 @@ impl<M: MediaPort> B2bua<M> {
         self.play_queue_media(key, &qm, true);
     }
 
+    /// The engine moved a waiting contact to another queue (overflow): an answered caller
+    /// hears that queue's music from now on (no second greeting), and its announcements.
+    pub(super) fn caller_media_requeued(&mut self, contact: ContactId) {
+        let Some(&key) = self.by_contact.get(&contact) else {
+            return;
+        };
+        let Some(m) = self.experience.calls.get_mut(&key) else {
+            return;
+        };
+        if !m.answered || m.phase != Phase::Waiting {
+            return;
+        }
+        m.last_position = None;
+        m.callback_offered = false;
+        let music = self.queue_music(key);
+        self.play(key, Vec::new(), music);
+    }
+
     /// `Action::Announce`: position and/or expected wait, then back to the music.
     pub(super) fn announce(&mut self, contact: ContactId, position: u32, ewt_ms: u64) {
         let Some(&key) = self.by_contact.get(&contact) else {
@@ -1016,6 +1034,42 @@ pub(super) mod tests {
             matches!(h.routing()[..], [Input::ContactAbandoned { contact: c }] if c == contact)
         );
         assert_eq!(h.core.active_calls(), 0);
+    }
+
+    #[test]
+    fn overflow_to_another_queue_switches_to_its_music() {
+        let mut h = Harness::new();
+        let mut media = music_media();
+        media.queues.insert(
+            QueueId::new("other"),
+            QueueMedia {
+                music: Some("welcome".into()),
+                ..QueueMedia::default()
+            },
+        );
+        with_media(&mut h, media);
+        invite_to(&mut h, "100", "z9hG4bKqm8");
+        let contact = contact_of(&h.routing());
+        let now = h.now();
+        h.core.handle_action(
+            now,
+            TENANT,
+            Action::Overflow {
+                contact,
+                queue: QueueId::new("support"),
+                target: acd_core::Disposition::Queue(QueueId::new("other")),
+            },
+        );
+        let Some((_, AudioCommand::Play { items, music, .. })) = h.core.media.audio.last() else {
+            panic!("no play after the overflow");
+        };
+        assert!(items.is_empty());
+        let welcome = PromptLibrary::builtin()
+            .unwrap()
+            .get("en", "welcome")
+            .unwrap()
+            .clone();
+        assert_eq!(music.as_deref(), Some(&welcome), "the other queue's music");
     }
 
     #[test]
