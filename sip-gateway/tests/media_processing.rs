@@ -574,8 +574,11 @@ fn voicemail_is_a_mono_file_of_the_caller_finished_when_the_call_ends() {
 #[test]
 fn a_recording_into_an_impossible_path_is_reported_not_fatal() {
     let mut call = Call::start(43800, 440.0, 1000.0);
+    // A directory cannot be created below a regular file, not even by root.
+    let file = temp_wav("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
     call.audio(AudioCommand::Record {
-        path: PathBuf::from("/nonexistent-dir/x/y.wav"),
+        path: file.join("y.wav"),
         mono: false,
     });
     call.wait_event(|e| matches!(e, MediaEvent::RecordingFailed { .. }).then_some(()));
