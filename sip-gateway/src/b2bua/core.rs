@@ -16,7 +16,10 @@
 //! offer acd-core makes, one branch per registered contact of the agent (forking: the first
 //! 2xx wins, the others get CANCEL, a late 2xx gets ACK and BYE). Ringing is reported to the
 //! caller with a 180 while the call waits in the queue; the 200 with our anchored SDP is sent
-//! only when an agent answers, so the carrier bills talk time only.
+//! only when an agent answers, so the carrier bills talk time only — unless the queue has
+//! media or the DID leads to an IVR menu: then the caller is answered at once and hears the
+//! greeting, music, announcements or menu (`queue_media`, `ivr`, `voicemail` child modules),
+//! and the agent's answer first stops whatever plays.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;

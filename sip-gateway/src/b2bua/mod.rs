@@ -4,7 +4,9 @@
 //! - [`model`]: the per-tenant telephony the binary hands in (DIDs → queues, agents' SIP
 //!   identities), replaceable live.
 //! - [`core`]: the sans-IO call state machines ([`B2bua`]): INVITE → queue → offer → fork to
-//!   the agent's phones → bridge → BYE, CANCEL/abandon, refusals, RTP-timeout clearing, CDRs.
+//!   the agent's phones → bridge → BYE, CANCEL/abandon, refusals, RTP-timeout clearing, CDRs;
+//!   what callers hear and press before an agent (early answer, music, announcements, IVR,
+//!   callback request, voicemail).
 //! - [`control`]: call control from the API (hold, transfer, recording, supervisor monitor,
 //!   hang-up) and the list of live calls, carried to the driver on a channel.
 //! - `driver`: the tokio task that feeds the core and executes its outputs.
