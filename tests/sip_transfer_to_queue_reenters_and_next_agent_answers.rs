@@ -108,15 +108,22 @@ fn refer_to_a_queue_requeues_the_caller_and_the_next_agent_answers() {
     let margin = Duration::from_millis(400);
     let after = window(&heard_by_caller, connected + margin, Instant::now());
     let before = window(&heard_by_caller, answered + margin, connected);
+    let to_1002: Vec<i16> = heard_by_1002
+        .iter()
+        .flat_map(|(_, s)| s.iter().copied())
+        .collect();
+    eprintln!(
+        "1002 hears 1000 Hz {:.4} (1700 Hz {:.4}); caller hears 1700 Hz {:.4} after, {:.5} before",
+        detect(&to_1002, 1000.0),
+        detect(&to_1002, 1700.0),
+        detect(&after, 1700.0),
+        detect(&before, 1700.0)
+    );
     assert!(
         after.len() >= 8000,
         "caller heard {} samples after the transfer",
         after.len()
     );
-    let to_1002: Vec<i16> = heard_by_1002
-        .iter()
-        .flat_map(|(_, s)| s.iter().copied())
-        .collect();
     assert!(
         to_1002.len() >= 8000,
         "1002 heard {} samples",

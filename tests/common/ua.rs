@@ -238,16 +238,14 @@ pub fn talk(
             let mut buf = [0u8; 2048];
             rx.set_read_timeout(Some(Duration::from_millis(100)))
                 .unwrap();
-            loop {
+            while !rx_done.load(Ordering::Relaxed) {
                 match rx.recv_from(&mut buf) {
                     Ok((n, _)) if n > 12 && buf[0] >> 6 == 2 && buf[1] & 0x7f == 0 => {
                         let mut pcm = vec![0i16; n - 12];
                         decode_into(Law::Mu, &buf[12..n], &mut pcm);
                         heard.push((Instant::now(), pcm));
                     }
-                    Ok(_) => {}
-                    Err(_) if rx_done.load(Ordering::Relaxed) => break,
-                    Err(_) => {}
+                    Ok(_) | Err(_) => {}
                 }
             }
             heard
@@ -276,4 +274,40 @@ pub fn talk(
         done.store(true, Ordering::Relaxed);
         receiver.join().unwrap()
     })
+}
+
+/// A request from a phone inside the dialog that `invite` (zentrale's INVITE to the phone,
+/// answered with [`respond`], so our tag is `uaside`) created: From/To swapped, sent to
+/// zentrale's Contact. Returns what was sent.
+pub fn in_dialog(
+    sip: &UdpSocket,
+    server: SocketAddr,
+    invite: &Message,
+    method: &str,
+    cseq: u32,
+    extra: &str,
+    body: &str,
+) -> String {
+    let me = sip.local_addr().unwrap();
+    let target = header(invite, &HeaderName::Contact)
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned();
+    let mut out = format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{method}{cseq}{};rport\r\nMax-Forwards: 70\r\nFrom: {};tag=uaside\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <sip:ua@{me}>\r\n{extra}",
+        std::process::id(),
+        header(invite, &HeaderName::To),
+        header(invite, &HeaderName::From),
+        header(invite, &HeaderName::CallId),
+    );
+    if body.is_empty() {
+        out.push_str("Content-Length: 0\r\n\r\n");
+    } else {
+        out.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    }
+    sip.send_to(out.as_bytes(), server).unwrap();
+    out
 }
