@@ -11,7 +11,8 @@
 //!   NOT the supervisor; the supervisor hears both;
 //! - after `{"mode":"barge"}`: the caller hears the supervisor too;
 //! - the supervisor presses 1 on the phone (RFC 4733): listen — nobody hears them any more;
-//! - the caller hanging up releases agent and supervisor (BYE to both);
+//! - the supervisor hanging up (BYE) restores the plain bridge and the call goes on; monitoring
+//!   again and then the caller hanging up releases agent and supervisor (BYE to both);
 //! - rights: agent 1001 may not monitor (403); the admin of another tenant gets 404 for this
 //!   call and sees none of this tenant's calls.
 //!
@@ -26,11 +27,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::ua::{Caller, answer, await_bye, is, recv_sip, respond, sdp_rtp, talk, window};
+use common::ua::{Caller, answer, await_bye, header, is, recv_sip, respond, sdp_rtp, talk, window};
 use common::{Server, http};
 use serde_json::Value;
 use sip_gateway::audio::dtmf::{Digit, DtmfSender};
 use sip_gateway::audio::tone::detect;
+use sip_gateway::sip::{HeaderName, Message};
 
 // Ports of this test: SIP and the UAs' RTP in 56000-56049, the relay in 47500-47999.
 const AGENT_SIP: u16 = 56000;
@@ -97,6 +99,28 @@ fn sdp_with_events(port: u16) -> String {
     format!(
         "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
     )
+}
+
+/// The supervisor's phone sends BYE in the dialog zentrale's INVITE opened; waits for the 200.
+fn hang_up_supervisor(sock: &UdpSocket, server: std::net::SocketAddr, invite: &Message) {
+    let me = sock.local_addr().unwrap();
+    let target = header(invite, &HeaderName::Contact)
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned();
+    let bye = format!(
+        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsupbye;rport\r\nMax-Forwards: 70\r\nFrom: {};tag=uaside\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        header(invite, &HeaderName::To),
+        header(invite, &HeaderName::From),
+        header(invite, &HeaderName::CallId),
+    );
+    sock.send_to(bye.as_bytes(), server).unwrap();
+    recv_sip(
+        sock,
+        Duration::from_secs(10),
+        |m| m.status() == Some(200) && header(m, &HeaderName::CSeq).contains("BYE"),
+        "the 200 to the supervisor's BYE",
+    );
 }
 
 /// One key press as RFC 4733 packets (payload type 101), paced every 20 ms.
@@ -277,6 +301,45 @@ fn whisper_reaches_only_the_agent_and_barge_reaches_the_caller() {
     std::thread::sleep(Duration::from_secs(3));
     let listen_to = Instant::now();
 
+    // The supervisor hangs up: leg C goes, the plain bridge is back, the call goes on.
+    hang_up_supervisor(&sup_sip, from, &invite);
+    let alone_from = Instant::now();
+    let (_, body) = http(&server.http, "GET", "/api/v1/calls", Some(&chef), "");
+    let calls: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(calls[0]["phase"], "connected", "{calls}");
+    assert!(calls[0]["monitored_by"].is_null(), "{calls}");
+    std::thread::sleep(Duration::from_secs(2));
+    let alone_to = Instant::now();
+
+    // Monitoring again; this time the call ends while the supervisor is on it.
+    let (status, body) = http(
+        &server.http,
+        "POST",
+        &monitor,
+        Some(&chef),
+        r#"{"mode":"listen"}"#,
+    );
+    assert_eq!(status, 204, "{body}");
+    let (again, again_from) = recv_sip(
+        &sup_sip,
+        Duration::from_secs(20),
+        |m| is(m, "INVITE"),
+        "the second INVITE to the supervisor",
+    );
+    respond(
+        &sup_sip,
+        again_from,
+        &again,
+        "200 OK",
+        &sdp_with_events(SUP_RTP + 1),
+    );
+    recv_sip(
+        &sup_sip,
+        Duration::from_secs(10),
+        |m| is(m, "ACK"),
+        "the second ACK",
+    );
+
     // The caller hangs up: the agent and the supervisor are released. (The talkers are
     // joined only after that: in processed mode zentrale sends every leg a frame every 20 ms,
     // so their receivers end when the call does.)
@@ -361,6 +424,15 @@ fn whisper_reaches_only_the_agent_and_barge_reaches_the_caller() {
         heard(&sup_heard, l0, l1, CALLER_HZ) > 0.01 && heard(&sup_heard, l0, l1, AGENT_HZ) > 0.01
     );
 
+    // After the supervisor left: caller and agent hear each other as before.
+    let (a0, a1) = (alone_from + margin, alone_to);
+    assert!(
+        heard(&caller_heard, a0, a1, AGENT_HZ) > 0.01,
+        "the bridge is back"
+    );
+    assert!(heard(&agent_heard, a0, a1, CALLER_HZ) > 0.01, "both ways");
+    assert!(heard(&caller_heard, a0, a1, SUP_HZ) < 0.0003);
+
     // The audit log says who listened in.
     let (_, body) = http(&server.http, "GET", "/api/v1/audit", Some(&admin), "");
     let audit: Value = serde_json::from_str(&body).unwrap();
@@ -370,7 +442,8 @@ fn whisper_reaches_only_the_agent_and_barge_reaches_the_caller() {
         .iter()
         .filter(|r| r["entity"] == "call" && r["action"] == "monitor")
         .collect();
-    assert_eq!(monitors.len(), 2, "{audit}");
+    let modes: Vec<&Value> = monitors.iter().map(|r| &r["after"]["mode"]).collect();
+    assert_eq!(modes, ["whisper", "barge", "listen"], "{audit}");
     assert!(
         monitors
             .iter()
