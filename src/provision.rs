@@ -25,6 +25,11 @@ pub struct ProvisionArgs {
     /// zentrale.toml naming the database; without it the default SQLite file in ./data.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// Agents' SIP passwords (TOML: `[agents.<id>] password = "…"`, optional `extension`),
+    /// stored as digest HA1 after the routing file is applied. Keep this file out of version
+    /// control.
+    #[arg(long)]
+    pub sip_passwords: Option<PathBuf>,
 }
 
 /// Applies the file; prints what was applied.
@@ -35,6 +40,13 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<()> {
     };
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let passwords = match &args.sip_passwords {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -74,6 +86,18 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<()> {
             config.agents.len(),
             config.skills.len()
         );
+        if let (Some(text), Some(path)) = (&passwords, &args.sip_passwords) {
+            let set =
+                crm_api::sip_credentials::apply_password_file(&store, tenant, "provision", text)
+                    .await
+                    .map_err(|e| match &e {
+                        crm_api::ApiError::Validation { field, message } => {
+                            anyhow::anyhow!("{}: {field}: {message}", path.display())
+                        }
+                        _ => anyhow::anyhow!("{}: {e}", path.display()),
+                    })?;
+            println!("SIP passwords set for {set} agents (stored as digest HA1)");
+        }
         store.close().await;
         Ok(())
     })

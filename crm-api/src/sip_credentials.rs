@@ -402,6 +402,52 @@ pub async fn delete_credentials(
     Ok(())
 }
 
+/// The SIP password file of `zentrale provision --sip-passwords` (TOML, kept out of version
+/// control, unlike the routing file):
+///
+/// ```toml
+/// [agents.1001]
+/// password = "a long secret"
+/// extension = "1001"      # optional, as in the API
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordFile {
+    /// Agent id → its SIP password (and extension).
+    #[serde(default)]
+    pub agents: std::collections::BTreeMap<String, SetSipCredentials>,
+}
+
+/// Applies a password file: each agent's credentials are set as by the API (validated,
+/// hashed for the tenant's realm, audited as `actor`). Stops at the first bad entry with an
+/// error naming `agents.<id>.<field>`; entries before it stay applied. Returns how many were
+/// set.
+pub async fn apply_password_file(
+    store: &Store,
+    tenant: TenantId,
+    actor: &str,
+    text: &str,
+) -> Result<usize, ApiError> {
+    let file: PasswordFile = toml::from_str(text).map_err(|e| {
+        ApiError::validation("", format!("not a SIP password file: {}", e.message()))
+    })?;
+    for (agent, input) in &file.agents {
+        set_credentials(store, tenant, actor, Utc::now(), agent, input)
+            .await
+            .map_err(|e| match e {
+                ApiError::Validation { field, message } | ApiError::Conflict { field, message } => {
+                    ApiError::validation(format!("agents.{agent}.{field}"), message)
+                }
+                ApiError::NotFound => ApiError::validation(
+                    format!("agents.{agent}"),
+                    "no such agent in the tenant's routing model",
+                ),
+                other => other,
+            })?;
+    }
+    Ok(file.agents.len())
+}
+
 /// Service providers never see or set agents' phone credentials.
 fn require_tenant_admin(who: &Principal, perm: Perm) -> Result<(), ApiError> {
     who.require(perm)?;
