@@ -585,3 +585,22 @@ fn a_recording_into_an_impossible_path_is_reported_not_fatal() {
     // The call's audio goes on.
     call.b.hear_until(|f| share(f, 440.0) > 0.9);
 }
+
+#[test]
+fn the_third_leg_follows_an_update_to_a_new_address() {
+    let call = Call::start(43850, 440.0, 1000.0);
+    let first = Peer::new();
+    let port = call.relay.add_leg(call.media.id, first.setup()).unwrap();
+    call.hears(Leg::C, &[Leg::A, Leg::B]);
+    first.hear_until(|f| share(f, 440.0) > 0.3);
+    // The supervisor's phone moved (a re-INVITE with a new address): C's audio follows.
+    let mut moved = Peer::new();
+    call.relay
+        .update_leg(call.media.id, Leg::C, moved.setup())
+        .unwrap();
+    moved.talk(relay_addr(port.rtp), 1500.0, 0xC);
+    moved.hear_until(|f| share(f, 440.0) > 0.3 && share(f, 1000.0) > 0.3);
+    // And what the moved phone says reaches B once B hears C.
+    call.hears(Leg::B, &[Leg::A, Leg::C]);
+    call.b.hear_until(|f| share(f, 1500.0) > 0.3);
+}

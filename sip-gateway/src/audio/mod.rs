@@ -18,7 +18,8 @@
 //!   mixed, recorded or transcoded.
 //! - [`mix`]: listen / whisper / barge mixing with saturation.
 //! - [`record`]: the stereo call recorder (caller left, agent right) with pause/resume.
-//! - [`quality`]: RFC 3550 interarrival jitter, loss and an ITU-T G.107 E-model MOS estimate.
+//! - [`quality`]: an ITU-T G.107 E-model MOS estimate from loss, jitter and delay (the RFC 3550
+//!   receive statistics it reads are `media::rtp::ReceiveStats`, re-exported there).
 //!
 //! # Design
 //! Everything here is sans-IO and clock-free: functions take frames and timestamps as

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - [`ports`]: the even/odd RTP/RTCP port pairs of the configured range.
-//! - [`rtp`]: RTP/RTCP header checks and RFC 3550 receive statistics, without I/O.
+//! - [`rtp`]: RTP/RTCP header checks, RFC 3550 receive statistics, RTCP SR/RR parsing and
+//!   writing and round-trip bookkeeping, without I/O.
 //! - [`relay`]: configuration, the [`MediaRelay`] handle, commands and [`MediaEvent`]s.
 //! - [`control`]: the commands for audio beyond the relay (prompts, music, hearing matrix,
 //!   DTMF, recording, a third leg).
@@ -23,6 +24,15 @@
 //! Latching (symmetric RTP) makes NATed phones work: a leg sends to wherever its peer's
 //! packets come from, but only packets that look like RTP with a negotiated payload type
 //! may latch, and an active source cannot be displaced until it has been silent.
+//!
+//! A call becomes *processed* only when it needs its audio (a prompt, a hearing matrix other
+//! than the plain bridge, DTMF detection, a recording, a third leg): then a boxed
+//! [`process::CallAudio`] decodes its packets into jitter buffers and a worker-wide, drift-free
+//! 20 ms tick sends every leg its own stream (own SSRC, sequence, timestamp) and zentrale's
+//! own RTCP reports. When the call is a plain bridge again it returns to the forward. Files are
+//! written by a separate recording thread so that a slow disk never stalls a worker. Plain
+//! bridges pass RTCP through and the relay reads loss, jitter and round trip from it; every
+//! leg's final counters carry an E-model MOS estimate for the CDR.
 
 pub mod control;
 pub mod ports;

@@ -67,7 +67,7 @@ impl Ticker {
 
     /// How many frames are due at `now` (usually 0 or 1); the deadline advances by 20 ms per
     /// due frame, not to `now + 20 ms`, so lateness never accumulates into drift. More than
-    /// [`MAX_CATCH_UP`] frames behind, the surplus is skipped and counted.
+    /// three frames behind, the surplus is skipped and counted.
     pub fn handle_timeout(&mut self, now: Instant) -> u64 {
         if now < self.next {
             return 0;

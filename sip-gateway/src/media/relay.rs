@@ -1,7 +1,7 @@
 //! The anchored RTP relay's control side: configuration, the handle async code uses, the
 //! commands it sends to the workers and the events that come back.
 //!
-//! The packet path lives in [`super::worker`]: a few OS threads, each owning the sockets of
+//! The packet path lives in `super::worker`: a few OS threads, each owning the sockets of
 //! a share of the calls and an epoll loop. Async code never touches those sockets; it talks
 //! to the workers over channels (a `mio::Waker` wakes a worker for a command) so that the
 //! per-packet path takes no lock and no allocation. Sockets are bound here, in the caller's
