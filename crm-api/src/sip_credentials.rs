@@ -111,8 +111,8 @@ pub struct SetSipCredentials {
     /// The SIP password (8..128 printable characters); stored only as digest hashes.
     #[serde(default)]
     pub password: String,
-    /// The extension the phone registers as (2-8 digits); defaults to the agent's id when
-    /// that is 2-8 digits, else to the current extension.
+    /// The extension the phone registers as (2-8 digits); when absent, the agent keeps its
+    /// current extension, and a new agent gets its id when that is 2-8 digits.
     #[serde(default)]
     pub extension: Option<String>,
 }
@@ -260,8 +260,9 @@ pub async fn set_credentials(
     let before = load_one(store, tenant, agent).await?;
     let extension = match (&input.extension, &before) {
         (Some(e), _) => e.clone(),
-        (None, _) if is_extension(agent) => agent.to_owned(),
+        // A new password alone keeps the extension the agent has.
         (None, Some(b)) => b.extension.clone(),
+        (None, None) if is_extension(agent) => agent.to_owned(),
         (None, None) => {
             return Err(ApiError::validation(
                 "extension",

@@ -89,6 +89,21 @@ async fn admin_sets_a_sip_password_stored_only_as_ha1_of_the_tenant_realm(db: &T
     assert_eq!(last.sip.len(), 2);
     assert!(last.sip.iter().any(|c| c.extension == "2042"));
 
+    // A new password alone keeps a chosen extension.
+    let (s, v) = api
+        .put(
+            "/api/v1/routing/agents/sales-anna/sip",
+            &admin,
+            json!({"password": "anna-secret-pw-2"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["extension"], "2042");
+    // The endpoints are in the OpenAPI document.
+    let doc = serde_json::to_string(&crm_api::openapi()).unwrap();
+    assert!(doc.contains("/api/v1/routing/agents/{agent}/sip"));
+    assert!(doc.contains("SetSipCredentials") && doc.contains("SipCredentialsInfo"));
+
     // A new password replaces the hashes; a routing change republishes them too.
     let (s, _) = api
         .put(
