@@ -286,7 +286,8 @@ const WRAP_RETRIES: u8 = 20;
 /// rows in one transaction and then the wrap-ups in another, repeat. At 1,000 calls/s a
 /// transaction per row fell behind; a drained batch costs one commit. A committed batch is
 /// durable; only rows still in memory are lost in a crash (as before, when each was in
-/// flight on its own). A failed batch is logged and dropped: the calls are long over.
+/// flight on its own). A failed batch is logged and dropped: the calls are long over. The
+/// task ends once the gateway's CDR channel closes and the last batch is written.
 ///
 /// The wrap-up time is known only when the engine ends the agent's wrap-up (its
 /// `QueueLogKind::WrapUpEnd` row, seconds after the CDR), so it is written as an update of
@@ -300,7 +301,9 @@ pub async fn persist_cdrs(
     let mut rows_open = true;
     let mut actions_open = true;
     let mut retry: Vec<(CdrWrapUp, u8)> = Vec::new();
-    while rows_open || actions_open {
+    // Ends when the gateway is gone (its CDR channel closed): wrap-ups still to come would
+    // find no new rows, and the binary waits for this task before closing the database.
+    while rows_open {
         let mut batch = Vec::new();
         let mut wraps: Vec<(CdrWrapUp, u8)> = std::mem::take(&mut retry);
         tokio::select! {
@@ -392,6 +395,7 @@ pub async fn forward_actions(
                         | Action::Overflow { .. }
                         | Action::Announce { .. }
                         | Action::OfferCallback { .. }
+                        | Action::DialCallback { .. }
                 ) && gateway.send((tenant.0, action)).is_err()
                 {
                     return;
