@@ -130,9 +130,11 @@ pub async fn sweep(store: &Store, dir: &Path, now: DateTime<Utc>) -> SweepReport
             };
             for file in files.flatten() {
                 let path = file.path();
+                // `<contact>.wav`, or `<contact>.<n>.wav` for a recording started again.
                 let contact = path
-                    .file_stem()
+                    .file_name()
                     .map(|s| s.to_string_lossy().into_owned())
+                    .and_then(|n| n.split('.').next().map(str::to_owned))
                     .unwrap_or_default();
                 let queue = queues.get(&contact).and_then(|q| q.as_deref());
                 if expired(day, today, retention.days(queue)) {
@@ -255,6 +257,7 @@ mod tests {
         };
         // 10 days old: gone for the 7-day queue, kept for the 1-year queue.
         let short_old = file("2026-02-19", "c-short-old");
+        let short_old_2 = file("2026-02-19", "c-short-old.2");
         let long_old = file("2026-02-19", "c-long-old");
         // 3 days old: kept.
         let short_new = file("2026-02-26", "c-short-new");
@@ -279,12 +282,12 @@ mod tests {
         assert_eq!(
             report,
             SweepReport {
-                deleted: 2,
+                deleted: 3,
                 kept: 3,
                 failed: 0
             }
         );
-        assert!(!short_old.exists());
+        assert!(!short_old.exists() && !short_old_2.exists());
         assert!(!ancient.exists());
         assert!(
             !ancient.parent().unwrap().exists(),

@@ -179,6 +179,8 @@ impl<M: MediaPort> B2bua<M> {
         let id = call.media.id;
         tracing::info!(contact = %call.contact, "call resumed");
         self.media.audio(id, AudioCommand::Reset);
+        // A supervisor on the call keeps their mode (Reset cleared it; core/supervise.rs).
+        self.supervisor_after_reset(key);
     }
 }
 

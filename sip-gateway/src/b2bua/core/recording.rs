@@ -10,7 +10,8 @@
 //! finishes the file after that; a summary from the clock is deterministic in tests and
 //! differs from the file by at most a frame or two.
 //!
-//! Files go to `<dir>/<tenant>/<yyyy-mm-dd>/<contact>.wav` (UTC date of the start). One
+//! Files go to `<dir>/<tenant>/<yyyy-mm-dd>/<contact>.wav` (UTC date of the start; a
+//! recording started again after a stop gets `<contact>.<n>.wav`, n = 2, 3, …). One
 //! directory per tenant and day keeps retention a matter of deleting whole days and keeps
 //! tenants apart on disk; the contact id (a UUIDv7) names the file so the CDR, the queue log
 //! and the file agree without a lookup table. The retention sweep deletes files, so it is
@@ -131,7 +132,11 @@ impl<M: MediaPort> B2bua<M> {
         let Some(dir) = &self.recording.dir else {
             return Err(ControlError::NoRecordingDirectory);
         };
-        let path = recording_path(dir, call.tenant, now.wall_ms, call.contact);
+        let mut path = recording_path(dir, call.tenant, now.wall_ms, call.contact);
+        if !call.recordings_done.is_empty() {
+            // Started again after a stop: a file of its own, `<contact>.<n>.wav`.
+            path.set_extension(format!("{}.wav", call.recordings_done.len() + 1));
+        }
         call.recording = Some(Recording {
             path: path.clone(),
             started_ms: now.wall_ms,
@@ -359,10 +364,26 @@ mod tests {
         h.ms += 500;
         control(&mut h, contact, CallControl::RecordingStop).unwrap();
         assert_eq!(recording_commands(&h).len(), 2);
+        h.ms += 1_000;
+        control(&mut h, contact, CallControl::RecordingStart).unwrap();
+        let again = recording_commands(&h)[2].clone();
+        assert!(
+            again.ends_with(&format!("{}.2.wav mono=false", contact.0.hyphenated())),
+            "a second recording does not overwrite the first: {again}"
+        );
+        h.ms += 300;
         bye(&mut h, "z9hG4bKrec2");
-        assert_eq!(recording_commands(&h).len(), 2, "no second stop");
+        assert_eq!(
+            recording_commands(&h).len(),
+            4,
+            "the running one is stopped at the end"
+        );
         let cdr = h.core.poll_cdr().unwrap();
-        assert_eq!(cdr.recording.map(|r| r.duration_ms), Some(500));
+        assert_eq!(
+            cdr.recording.map(|r| r.duration_ms),
+            Some(310),
+            "the last recording"
+        );
     }
 
     #[test]

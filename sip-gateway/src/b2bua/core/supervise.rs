@@ -248,27 +248,50 @@ impl<M: MediaPort> B2bua<M> {
         Ok(())
     }
 
+    /// Sends the matrix of `mode`. A party that put the call on hold keeps hearing nothing
+    /// (core/hold.rs); the held party hears its music whatever the matrix says.
     fn apply_hearing(&mut self, id: MediaSessionId, mode: SupervisorMode) {
         let (a, b) = hearing(mode);
-        self.media.audio(
-            id,
-            AudioCommand::Hears {
-                leg: Leg::A,
-                from: a,
-            },
-        );
-        self.media.audio(
-            id,
-            AudioCommand::Hears {
-                leg: Leg::B,
-                from: b,
-            },
-        );
+        let holder = self
+            .by_media
+            .get(&id)
+            .and_then(|k| self.calls.get(k))
+            .and_then(|c| c.held_by);
+        for (leg, from) in [(Leg::A, a), (Leg::B, b)] {
+            if holder != Some(leg) {
+                self.media.audio(id, AudioCommand::Hears { leg, from });
+            }
+        }
         self.media.audio(
             id,
             AudioCommand::Hears {
                 leg: Leg::C,
                 from: LegSet::of(&[Leg::A, Leg::B]),
+            },
+        );
+    }
+
+    /// Hook after something returned the call to the plain bridge ([`AudioCommand::Reset`],
+    /// e.g. the end of a hold) while a supervisor is on it: their mode and keys again.
+    pub(super) fn supervisor_after_reset(&mut self, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let id = call.media.id;
+        let Some(mode) = call
+            .monitor
+            .as_ref()
+            .filter(|m| m.winner.is_some())
+            .map(|m| m.mode)
+        else {
+            return;
+        };
+        self.apply_hearing(id, mode);
+        self.media.audio(
+            id,
+            AudioCommand::DetectDtmf {
+                leg: Leg::C,
+                on: true,
             },
         );
     }
@@ -895,6 +918,45 @@ mod tests {
         control(&mut h, queued, CallControl::Hangup).unwrap();
         assert!(h.out().iter().any(|(_, m)| m.status() == Some(480)));
         assert_eq!(h.core.active_calls(), 0);
+    }
+
+    #[test]
+    fn a_hold_keeps_the_holder_muted_and_the_resume_brings_the_supervisor_back() {
+        let (mut h, contact) = connected();
+        let whisper = CallControl::Monitor {
+            supervisor: AgentId::new("1002"),
+            mode: SupervisorMode::Whisper,
+        };
+        control(&mut h, contact, whisper).unwrap();
+        let invite = to(&h.out(), SUPERVISOR, Method::Invite).unwrap();
+        h.send(SUPERVISOR, &reply(&invite, "200 OK", &sdp(52000)));
+        control(&mut h, contact, CallControl::Hold).unwrap();
+        h.core.media.audio.clear();
+        // A switch during the hold leaves the holding agent (B) hearing nothing.
+        let barge = CallControl::Monitor {
+            supervisor: AgentId::new("1002"),
+            mode: SupervisorMode::Barge,
+        };
+        control(&mut h, contact, barge).unwrap();
+        let m = hears(&h);
+        assert!(!m.contains_key(&Leg::B), "the holder stays muted: {m:?}");
+        assert_eq!(m[&Leg::A], LegSet::of(&[Leg::B, Leg::C]));
+        h.core.media.audio.clear();
+        control(&mut h, contact, CallControl::Resume).unwrap();
+        assert!(matches!(h.core.media.audio[0].1, AudioCommand::Reset));
+        let m = hears(&h);
+        assert_eq!(
+            m[&Leg::B],
+            LegSet::of(&[Leg::A, Leg::C]),
+            "barge again after the resume"
+        );
+        assert!(h.core.media.audio.iter().any(|(_, c)| matches!(
+            c,
+            AudioCommand::DetectDtmf {
+                leg: Leg::C,
+                on: true
+            }
+        )));
     }
 
     #[test]
