@@ -23,10 +23,13 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::socket::{
     ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
 };
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use tokio::sync::mpsc as tmpsc;
 
 use super::control::AudioCommand;
@@ -44,6 +47,8 @@ use crate::audio::quality::{EModelInput, mos};
 
 /// The token of the command waker.
 pub(crate) const WAKER: Token = Token(usize::MAX);
+/// The token of the frame timer (processed mode's 20 ms tick).
+const FRAME_TIMER: Token = Token(usize::MAX - 1);
 /// Datagrams moved per system call at most.
 const BATCH: usize = 32;
 /// Receive buffer per datagram; larger datagrams are dropped as truncated (RTP on a
@@ -422,6 +427,12 @@ pub(crate) struct Worker {
     dropped_record_frames: u64,
     /// The NTP time (RFC 3550 64-bit format) at `epoch`, for sender reports.
     ntp_at_epoch: u64,
+    /// A timerfd that wakes the loop at the frame deadline with microsecond precision
+    /// (`epoll_wait`'s own timeout is whole milliseconds, rounded up by mio); `None` if it
+    /// could not be created, and the poll timeout does the job coarsely.
+    frame_timer: Option<TimerFd>,
+    /// The deadline the frame timer is armed for.
+    armed_for: Option<Instant>,
 }
 
 impl Worker {
@@ -433,6 +444,20 @@ impl Worker {
         config: RelayConfig,
         recordings: RecordingQueue,
     ) -> Worker {
+        let frame_timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .and_then(|t| {
+            use std::os::fd::AsFd;
+            let fd = t.as_fd().as_raw_fd();
+            poll.registry()
+                .register(&mut SourceFd(&fd), FRAME_TIMER, Interest::READABLE)
+                .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+            Ok(t)
+        })
+        .map_err(|e| tracing::warn!(error = %e, "no frame timer; ticks use the poll timeout"))
+        .ok();
         Worker {
             poll,
             commands,
@@ -448,6 +473,8 @@ impl Worker {
             ticker: None,
             dropped_record_frames: 0,
             ntp_at_epoch: ntp_now(),
+            frame_timer,
+            armed_for: None,
         }
     }
 
@@ -457,7 +484,12 @@ impl Worker {
         let mut next_check = Instant::now() + TICK;
         let mut next_stats = self.config.stats_interval.map(|d| Instant::now() + d);
         loop {
+            self.arm_frame_timer();
             let deadline = match &self.ticker {
+                // The frame timer wakes the loop on time; the poll timeout is only a net.
+                Some(t) if self.frame_timer.is_some() => {
+                    (t.poll_timeout() + Duration::from_millis(2)).min(next_check)
+                }
                 Some(t) => t.poll_timeout().min(next_check),
                 None => next_check,
             };
@@ -477,6 +509,15 @@ impl Worker {
                     if !self.handle_commands() {
                         return;
                     }
+                    continue;
+                }
+                if token == FRAME_TIMER {
+                    if let Some(t) = &self.frame_timer {
+                        // Consume the expiry so the next one raises a new edge; EAGAIN
+                        // (already consumed) is fine.
+                        let _ = t.wait();
+                    }
+                    self.armed_for = None;
                     continue;
                 }
                 let slot = token.0 >> SLOT_SHIFT;
@@ -512,6 +553,32 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Arms the frame timer for the ticker's next deadline (one system call per frame, not
+    /// per wake-up), or disarms it when no call is processed.
+    fn arm_frame_timer(&mut self) {
+        let Some(timer) = &self.frame_timer else {
+            return;
+        };
+        let want = self.ticker.as_ref().map(Ticker::poll_timeout);
+        if want == self.armed_for {
+            return;
+        }
+        let _ = match want {
+            Some(at) => {
+                // A zero expiry would disarm the timer: a due deadline fires in 10 µs.
+                let d = at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_micros(10));
+                timer.set(
+                    Expiration::OneShot(TimeSpec::from_duration(d)),
+                    TimerSetTimeFlags::empty(),
+                )
+            }
+            None => timer.unset(),
+        };
+        self.armed_for = want;
     }
 
     fn relay_rtp(&mut self, slot: usize, from_leg: usize) {
