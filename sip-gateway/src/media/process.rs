@@ -797,6 +797,66 @@ mod tests {
     }
 
     #[test]
+    fn in_band_digits_are_reported_once_unless_the_peer_sends_telephone_events() {
+        use crate::audio::tone::DualToneGenerator;
+        let mut c = call();
+        c.handle_command(&AudioCommand::DetectDtmf {
+            leg: Leg::A,
+            on: true,
+        });
+        let t0 = Instant::now();
+        // 120 ms of '7', 100 ms of silence, 120 ms of '7' again: two presses.
+        let mut seq = 0u16;
+        let mut send = |c: &mut CallAudio, k: u64, pcm: &Frame| {
+            let mut payload = [0u8; FRAME_SAMPLES];
+            encode_into(Law::Mu, pcm, &mut payload);
+            let h = RtpHeader {
+                payload_type: 0,
+                sequence: seq,
+                timestamp: u32::from(seq) * 160,
+                ssrc: 9,
+            };
+            seq += 1;
+            let now = t0 + ms(20 * k);
+            c.handle_rtp(now, Leg::A, &h, &payload);
+            c.produce_frame(now);
+        };
+        let mut tone = DualToneGenerator::dtmf(Digit::from_char('7').unwrap(), 6000);
+        let mut k = 0;
+        for part in [6, 5, 6, 8] {
+            for _ in 0..part {
+                let mut pcm = SILENCE;
+                if k < 6 || (11..17).contains(&k) {
+                    tone.fill(&mut pcm);
+                }
+                send(&mut c, k, &pcm);
+                k += 1;
+            }
+        }
+        let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+        let seven = AudioEvent::Dtmf {
+            leg: Leg::A,
+            digit: '7',
+        };
+        assert_eq!(events, [seven, seven]);
+        // A peer that sends RFC 4733 events has its in-band tones ignored (no double report).
+        let h = RtpHeader {
+            payload_type: 101,
+            sequence: 500,
+            timestamp: 99_000,
+            ssrc: 9,
+        };
+        c.handle_rtp(t0 + ms(20 * k), Leg::A, &h, &[7, 0x80, 0, 160]);
+        assert_eq!(c.poll_event(), Some(seven));
+        for j in 0..10 {
+            let mut pcm = SILENCE;
+            tone.fill(&mut pcm);
+            send(&mut c, k + j, &pcm);
+        }
+        assert_eq!(c.poll_event(), None);
+    }
+
+    #[test]
     fn garbage_payloads_never_panic() {
         let mut c = call();
         c.handle_command(&AudioCommand::DetectDtmf {
