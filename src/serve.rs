@@ -106,7 +106,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let (recording_tx, recording_rx) =
         watch::channel(sip_wiring::recording_settings(&config.data_dir));
     tokio::spawn(sip_wiring::forward_actions(actions, actions_tx));
-    tokio::spawn(sip_wiring::persist_cdrs(store.clone(), cdr_rx, cdr_actions));
+    let cdr_writer = tokio::spawn(sip_wiring::persist_cdrs(store.clone(), cdr_rx, cdr_actions));
     tokio::spawn(sip_wiring::run_routing(
         routing, updates, sip_inputs, models, tenants,
     ));
@@ -160,6 +160,14 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .await
         .context("HTTP server failed")?;
     tracing::info!("shutting down");
+    // The gateway has stopped, so the CDR channel is closed: let the writer commit what is
+    // left (bounded) before the database closes.
+    if tokio::time::timeout(std::time::Duration::from_secs(10), cdr_writer)
+        .await
+        .is_err()
+    {
+        tracing::error!("CDR writer did not finish within 10 s; the last CDRs may be missing");
+    }
     store.close().await;
     Ok(())
 }

@@ -7,7 +7,11 @@
 //! - the agent's wrap-up end (1 s here) is written into `wrap_ms` afterwards;
 //! - the call is on the customer's timeline, with the wrap-up too.
 //!
-//! Ports: RTP 47000-47499 (server 47000-47399, the test's phones 47450-47453), SIP 55010-55019.
+//! And a call that ends while the server shuts down (SIGTERM) still leaves its CDR rows in
+//! the database after the process has exited: the batching writer commits before close.
+//!
+//! Ports: RTP 47000-47499 (servers 47000-47199 and 47200-47399, the test's phones
+//! 47450-47457), SIP 55010-55019.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -26,6 +30,11 @@ const CALLER_SIP: u16 = 55011;
 const PHONE_REG: u16 = 55012;
 const PHONE_RTP: u16 = 47450;
 const CALLER_RTP: u16 = 47452;
+const PHONE2_SIP: u16 = 55013;
+const CALLER2_SIP: u16 = 55014;
+const PHONE2_REG: u16 = 55015;
+const PHONE2_RTP: u16 = 47454;
+const CALLER2_RTP: u16 = 47456;
 
 fn get(server: &Server, token: &str, path: &str) -> Value {
     let (status, body) = http(&server.http, "GET", path, Some(token), "");
@@ -47,7 +56,7 @@ fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn an_answered_call_leaves_both_legs_with_quality_wrap_up_and_a_timeline_item() {
-    let server = Server::start("sip-credentials-cdr", (47000, 47399));
+    let server = Server::start("sip-credentials-cdr", (47000, 47199));
     server.set_support_queue(r#"{"strategy":"longest_idle","wrap_up_s":1}"#);
     let token = server.admin_token();
     let phone = UdpSocket::bind(("127.0.0.1", PHONE_SIP)).unwrap();
@@ -146,4 +155,57 @@ fn an_answered_call_leaves_both_legs_with_quality_wrap_up_and_a_timeline_item() 
         caller_row["wrap_ms"].as_i64().unwrap() / 1000
     );
     assert!(item["quality"].as_f64().unwrap() >= 3.0, "{item}");
+}
+
+#[test]
+fn a_call_ending_during_shutdown_still_leaves_its_cdr_rows() {
+    let mut server = Server::start("sip-credentials-cdr-shutdown", (47200, 47399));
+    server.set_support_queue(r#"{"strategy":"longest_idle","wrap_up_s":0}"#);
+    let db = server.db_path();
+    let phone = UdpSocket::bind(("127.0.0.1", PHONE2_SIP)).unwrap();
+    common::register_from(&server, "1001", PHONE2_SIP, PHONE2_REG);
+    let srv = server.sip;
+    let dial = std::thread::spawn(move || {
+        Caller::call(
+            srv,
+            "100",
+            CALLER2_SIP,
+            CALLER2_RTP,
+            Duration::from_secs(20),
+        )
+    });
+    let _answered = answer(&phone, PHONE2_RTP, Duration::from_secs(20));
+    let caller = dial.join().unwrap();
+
+    // SIGTERM while the call is up: the server waits for it, the caller hangs up, it exits.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.wait_for("waiting for calls in progress");
+    let bye_seen = std::thread::spawn(move || await_bye(&phone, Duration::from_secs(10)));
+    caller.bye();
+    bye_seen.join().unwrap();
+    let exit = server.wait_exit(Duration::from_secs(30));
+    assert!(exit.is_some_and(|s| s.success()), "exit: {exit:?}");
+
+    // The process is gone; its database has both legs of that call.
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let rows = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = crm_api::Store::open(&url).await.unwrap();
+            let t = store.tenant_by_slug("demo").await.unwrap().unwrap();
+            let t = crm_api::ids::TenantId::parse(&t.id).unwrap();
+            let n = store.cdr_count(t).await.unwrap();
+            store.close().await;
+            n
+        });
+    assert_eq!(
+        rows, 2,
+        "caller and agent leg of the call ended during shutdown"
+    );
 }
