@@ -458,6 +458,15 @@ impl CallAudio {
         }
     }
 
+    /// The frame clock skipped `frames` frames (a stalled worker, see [`Ticker`]): the RTP
+    /// timestamps jump by as much, so the phones see a gap in time, not a speed-up.
+    pub fn skip_frames(&mut self, frames: u64) {
+        let step = (frames as u32).wrapping_mul(FRAME_SAMPLES as u32);
+        for l in self.legs.iter_mut().flatten() {
+            l.timestamp = l.timestamp.wrapping_add(step);
+        }
+    }
+
     /// The packet built for `leg` by the last [`CallAudio::produce_frame`].
     pub fn packet(&self, leg: Leg) -> Option<&[u8]> {
         self.legs[leg.index()]
@@ -637,6 +646,11 @@ mod tests {
         assert_eq!((h.ssrc, h.payload_type, payload.len()), (1, 0, 160));
         assert_eq!(h.sequence, 1049);
         assert_eq!(h.timestamp, 50_000 + 49 * 160);
+        // After a stall of 4 skipped frames the timestamp jumps, the sequence does not.
+        c.skip_frames(4);
+        c.produce_frame(t0 + ms(20 * 55));
+        let (h, _) = rtp_payload(c.packet(Leg::A).unwrap()).unwrap();
+        assert_eq!((h.sequence, h.timestamp), (1050, 50_000 + 54 * 160));
     }
 
     #[test]

@@ -533,7 +533,21 @@ impl Worker {
             }
             let now = Instant::now();
             if let Some(t) = &mut self.ticker {
-                for _ in 0..t.handle_timeout(now) {
+                let skipped_before = t.skipped();
+                let due = t.handle_timeout(now);
+                let skipped = t.skipped() - skipped_before;
+                if skipped > 0 {
+                    tracing::warn!(skipped, "media worker stalled: processed frames skipped");
+                    for audio in self
+                        .calls
+                        .iter_mut()
+                        .flatten()
+                        .filter_map(|c| c.audio.as_deref_mut())
+                    {
+                        audio.skip_frames(skipped);
+                    }
+                }
+                for _ in 0..due {
                     self.tick_audio(now);
                 }
             }
