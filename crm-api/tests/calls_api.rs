@@ -314,6 +314,23 @@ async fn rights_follow_roles_and_tenants_never_meet(db: &TestDb) {
 }
 
 async fn without_sip_the_api_says_unavailable(db: &TestDb) {
+    let (s, doc, _) = db
+        .api()
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    for path in [
+        "/api/v1/calls",
+        "/api/v1/calls/{contact}/hold",
+        "/api/v1/calls/{contact}/resume",
+        "/api/v1/calls/{contact}/transfer",
+        "/api/v1/calls/{contact}/recording/{action}",
+        "/api/v1/calls/{contact}/monitor",
+        "/api/v1/calls/{contact}/hangup",
+    ] {
+        assert!(doc["paths"][path].is_object(), "OpenAPI lists {path}");
+    }
+    assert!(doc["paths"]["/api/v1/calls/{contact}/monitor"]["delete"].is_object());
     db.tenant("acme").await;
     let admin = db.login("acme", "admin").await;
     let (s, v) = db.api().get("/api/v1/calls", &admin).await;

@@ -200,6 +200,10 @@ impl<M: MediaPort> B2bua<M> {
 
     /// Hook at the bridge: queues that record every call start here.
     pub(super) fn recording_on_bridge(&mut self, now: Now, key: CallKey) {
+        if self.calls.get(&key).is_none_or(|c| c.recording.is_some()) {
+            // Bridged again (a transfer's next agent): the recording runs on.
+            return;
+        }
         let listed = self
             .calls
             .get(&key)

@@ -583,8 +583,17 @@ impl<M: MediaPort> B2bua<M> {
                 }
             }
             None => {
-                tracing::info!(?id, "no RTP from the supervisor: ending monitoring");
-                let _ = self.stop_monitor(now, key);
+                // Only a joined supervisor's phone can fall silent; one still ringing sends
+                // nothing yet.
+                let joined = self
+                    .calls
+                    .get(&key)
+                    .and_then(|c| c.monitor.as_ref())
+                    .is_some_and(|m| m.winner.is_some());
+                if joined {
+                    tracing::info!(?id, "no RTP from the supervisor: ending monitoring");
+                    let _ = self.stop_monitor(now, key);
+                }
             }
         }
         true
@@ -739,6 +748,14 @@ mod tests {
             listed[0].monitored_by,
             Some((AgentId::new("1002"), SupervisorMode::Whisper))
         );
+
+        // A ringing supervisor sends no RTP yet: the relay's silence report changes nothing.
+        let id = h.core.media.live[0];
+        let now = h.now();
+        h.core
+            .handle_media_event(now, MediaEvent::RtpTimeout { id, leg: Leg::C });
+        assert!(h.out().is_empty());
+        assert!(h.core.calls_snapshot(TENANT)[0].monitored_by.is_some());
 
         let out = h.send(SUPERVISOR, &reply(&invite, "200 OK", &sdp(52000)));
         assert!(
