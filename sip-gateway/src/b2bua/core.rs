@@ -856,9 +856,11 @@ impl<M: MediaPort> B2bua<M> {
         if self.session_too_small(now, tx, &req, source) {
             return;
         }
-        if self.internal_invite(now, tx, &req, source) {
-            return;
-        }
+        let internal = match self.internal_invite(now, tx, &req, source) {
+            internal::Route::Handled => return,
+            internal::Route::Queue(tenant, queue) => Some((tenant, queue)),
+            internal::Route::NotInternal => None,
+        };
         let dialled = req
             .request_uri()
             .and_then(Result::ok)
@@ -869,7 +871,10 @@ impl<M: MediaPort> B2bua<M> {
             .unwrap_or_default();
         let dialled = self.inbound_dialled(&req, source.addr, dialled);
         // A DID leads to a queue, or to an IVR menu (the queue is then chosen in the menu).
-        let (tenant, queue, menu) = match self.index.route(&dialled).cloned() {
+        let routed = internal
+            .clone()
+            .or_else(|| self.index.route(&dialled).cloned());
+        let (tenant, queue, menu) = match routed {
             Some((tenant, queue)) => (tenant, queue, None),
             None => match self.index.route_menu(&dialled).cloned() {
                 Some((tenant, menu)) => (tenant, QueueId::new(""), Some(menu)),
@@ -880,7 +885,12 @@ impl<M: MediaPort> B2bua<M> {
                 }
             },
         };
-        let trunk = match self.admit_inbound(tenant, &dialled, source.addr) {
+        // An authenticated agent phone is no carrier (core/internal.rs).
+        let admitted = match internal {
+            Some(_) => Ok(None),
+            None => self.admit_inbound(tenant, &dialled, source.addr),
+        };
+        let trunk = match admitted {
             Ok(t) => t,
             Err(refusal) => {
                 let (code, reason) = refusal.status();

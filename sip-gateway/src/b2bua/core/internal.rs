@@ -11,8 +11,14 @@
 //! no contact of a queue (the engine is told nothing, `engine_released` is set from the
 //! start), its branches ring under [`outbound::NO_OFFER`], and its CDR queue is `internal`.
 //!
-//! A carrier's INVITE to an extension, or an extension calling another tenant's extension, is
-//! not internal and goes the DID way (usually 404).
+//! An agent's phone may also dial a queue (by name, or one of its DIDs): after the same
+//! digest check the call takes the ordinary queue path (the engine queues it like any caller,
+//! with the agent's extension as the caller number), skipping the carrier admission checks.
+//! That is how an agent consults a queue before an attended transfer to it.
+//!
+//! Only INVITEs from the caller extension's own registered phone (the address it registered
+//! from, or its Contact's) count: a carrier whose caller id looks like an extension, or an
+//! extension calling another tenant's extension, goes the DID way (usually 404).
 
 use acd_core::{AgentId, ContactId, Input, QueueId};
 use bytes::Bytes;
@@ -25,19 +31,32 @@ use crate::sip::auth::{DigestServer, parse_digest};
 use crate::sip::transaction::{Peer, TxId};
 use crate::sip::{HeaderName, Message, response_to_source};
 
+/// What [`B2bua::internal_invite`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Answered here (a challenge, a refusal, or an internal call started).
+    Handled,
+    /// An authenticated agent's phone dialled this queue: the queue path takes it, without
+    /// the trunk admission meant for carriers.
+    Queue(uuid::Uuid, QueueId),
+    /// Not from an agent's phone: the DID path.
+    NotInternal,
+}
+
 /// The CDR queue of internal calls.
 pub(super) const INTERNAL_QUEUE: &str = "internal";
 
 impl<M: MediaPort> B2bua<M> {
     /// Hook at the top of `new_call`: takes the INVITE when it is an internal call (see the
-    /// module docs) and returns `true`; `false` leaves it to the DID path.
+    /// module docs), or says which queue an agent's phone dialled (by name or DID) so the
+    /// ordinary queue path takes it without the carrier checks.
     pub(super) fn internal_invite(
         &mut self,
         now: Now,
         tx: TxId,
         req: &Message,
         source: Peer,
-    ) -> bool {
+    ) -> Route {
         let target = req
             .request_uri()
             .and_then(Result::ok)
@@ -47,15 +66,28 @@ impl<M: MediaPort> B2bua<M> {
             })
             .unwrap_or_default();
         let caller = user_of(req.from().ok().flatten().as_ref());
-        let (Some((t_tenant, t_agent, _)), Some((c_tenant, c_agent, secret))) = (
-            self.index.extensions.get(&target).cloned(),
-            self.index.extensions.get(&caller).cloned(),
-        ) else {
-            return false;
+        let Some((tenant, c_agent, secret)) = self.index.extensions.get(&caller).cloned() else {
+            return Route::NotInternal;
         };
-        if t_tenant != c_tenant {
-            return false;
+        // Only the caller's own registered phone: a carrier whose caller id happens to look
+        // like an extension is not challenged (it goes the DID way).
+        let from_phone = self.registrar.bindings(&caller, now.mono).iter().any(|b| {
+            b.source.addr.ip() == source.addr.ip()
+                || super::phone_address(&b.contact, b.source).addr.ip() == source.addr.ip()
+        });
+        if !from_phone {
+            return Route::NotInternal;
         }
+        let destination = match self.index.extensions.get(&target) {
+            Some((t, agent, _)) if *t == tenant => Some(agent.clone()),
+            Some(_) => return Route::NotInternal,
+            None => None,
+        };
+        let queue = match (&destination, self.resolve_transfer_target(tenant, &target)) {
+            (None, Some(super::transfer::Resolved::Queue(q))) => Some(q),
+            (None, _) => return Route::NotInternal,
+            _ => None,
+        };
         // Digest, challenged as a proxy would (RFC 3261 section 22.3).
         let digest = DigestServer::new(self.config.realm.clone(), &self.config.nonce_key, 300);
         let now_secs = now.wall_ms / 1000;
@@ -87,17 +119,21 @@ impl<M: MediaPort> B2bua<M> {
                     b = b.header(b"Proxy-Authenticate", v.as_bytes());
                 }
                 self.respond(now, tx, b.finish());
-                return true;
+                return Route::Handled;
             }
         }
+        let Some(t_agent) = destination else {
+            tracing::info!(%caller, queue = ?queue, "agent phone calls a queue");
+            return queue.map_or(Route::NotInternal, |q| Route::Queue(tenant, q));
+        };
         if self.registrar.bindings(&target, now.mono).is_empty() {
             self.simple(now, tx, req, source, 480, "Temporarily Unavailable");
-            return true;
+            return Route::Handled;
         }
         self.start_internal_call(
-            now, tx, req, source, c_tenant, c_agent, t_agent, caller, target,
+            now, tx, req, source, tenant, c_agent, t_agent, caller, target,
         );
-        true
+        Route::Handled
     }
 
     #[allow(clippy::too_many_arguments)]

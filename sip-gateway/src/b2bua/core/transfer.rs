@@ -357,7 +357,15 @@ impl<M: MediaPort> B2bua<M> {
                 self.transferor_cdr(now, x, w, format!("attended:{to}"));
                 self.notify_refer(now, x, w, "SIP/2.0 200 OK", true);
                 self.bye_branch(now, x, w);
-                // The consultation call: its caller (the transferor's phone) gets a BYE.
+                // The consultation call: its caller (the transferor's phone) gets a BYE. A
+                // consultation of a queue was the engine's contact: that conversation is over.
+                if let Some(cy) = self.calls.get(&y)
+                    && !cy.engine_released
+                {
+                    let (t, c) = (cy.tenant, cy.contact);
+                    self.routing
+                        .push_back((t, Input::ContactEnded { contact: c }));
+                }
                 self.bye_caller(now, y);
                 self.finish(now, y, "transferred");
                 let released = self.calls.get(&x).is_some_and(|c| c.engine_released);
@@ -1408,10 +1416,33 @@ mod tests {
 
     /// 1001's phone calls 1002 (digest-challenged with 407), 1002 answers: the consultation.
     fn consult(h: &mut Harness) -> (Message, String) {
+        let out = dial_from_phone(h, "1002");
+        assert_eq!(statuses(&out), vec![100, 180]);
+        let to_1002 = methods(&out, PHONE2, &Method::Invite).remove(0);
+        assert!(header(&to_1002, &HeaderName::From).contains("sip:1001@"));
+        let out = h.send(PHONE2, &reply(&to_1002, "200 OK", &sdp(52000)));
+        let ok = out
+            .iter()
+            .find(|(a, m)| a.to_string() == PHONE && m.status() == Some(200))
+            .unwrap()
+            .1
+            .clone();
+        let to = header(&ok, &HeaderName::To);
+        let tag = to.split("tag=").nth(1).unwrap().to_owned();
+        assert!(
+            h.routing().is_empty(),
+            "the engine never hears of an internal call"
+        );
+        (to_1002, tag)
+    }
+
+    /// 1001's phone dials `user`, is challenged with 407 and dials again with digest; returns
+    /// what went out after the second INVITE.
+    fn dial_from_phone(h: &mut Harness, user: &str) -> Vec<(SocketAddr, Message)> {
         let body = sdp(41000);
         let invite = |auth: Option<&str>, cseq: u32| {
             let mut s = format!(
-                "INVITE sip:1002@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKcons{cseq}\nMax-Forwards: 70\nFrom: <sip:1001@127.0.0.1>;tag=cph\nTo: <sip:1002@127.0.0.1>\nCall-ID: consult@phone\nCSeq: {cseq} INVITE\nContact: <sip:1001@{PHONE}>\nContent-Type: application/sdp\n"
+                "INVITE sip:{user}@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKcons{cseq}\nMax-Forwards: 70\nFrom: <sip:1001@127.0.0.1>;tag=cph\nTo: <sip:{user}@127.0.0.1>\nCall-ID: consult@phone\nCSeq: {cseq} INVITE\nContact: <sip:1001@{PHONE}>\nContent-Type: application/sdp\n"
             );
             if let Some(a) = auth {
                 s.push_str(&format!("Proxy-Authorization: {a}\n"));
@@ -1434,29 +1465,44 @@ mod tests {
                 password: "pw1001",
             },
             "INVITE",
-            "sip:1002@127.0.0.1",
+            &format!("sip:{user}@127.0.0.1"),
             "cc",
             1,
         )
         .unwrap();
-        let out = h.send(PHONE, &invite(Some(&auth), 2));
-        assert_eq!(statuses(&out), vec![100, 180]);
+        h.send(PHONE, &invite(Some(&auth), 2))
+    }
+
+    #[test]
+    fn internal_call_to_a_busy_colleague_gets_the_busy_status() {
+        let mut h = Harness::new();
+        connected(&mut h);
+        let out = dial_from_phone(&mut h, "1002");
         let to_1002 = methods(&out, PHONE2, &Method::Invite).remove(0);
-        assert!(header(&to_1002, &HeaderName::From).contains("sip:1001@"));
-        let out = h.send(PHONE2, &reply(&to_1002, "200 OK", &sdp(52000)));
-        let ok = out
-            .iter()
-            .find(|(a, m)| a.to_string() == PHONE && m.status() == Some(200))
-            .unwrap()
-            .1
-            .clone();
-        let to = header(&ok, &HeaderName::To);
-        let tag = to.split("tag=").nth(1).unwrap().to_owned();
+        let out = h.send(PHONE2, &reply(&to_1002, "486 Busy Here", ""));
         assert!(
-            h.routing().is_empty(),
-            "the engine never hears of an internal call"
+            out.iter()
+                .any(|(a, m)| a.to_string() == PHONE && m.status() == Some(486)),
+            "the calling phone hears busy"
         );
-        (to_1002, tag)
+        assert!(h.routing().is_empty(), "nothing for the engine");
+        assert_eq!(h.core.active_calls(), 1);
+    }
+
+    #[test]
+    fn agent_phone_dialling_a_queue_name_enters_that_queue_after_digest() {
+        let mut h = Harness::new();
+        connected(&mut h);
+        let out = dial_from_phone(&mut h, "sales");
+        assert_eq!(statuses(&out)[0], 100);
+        let queued: Vec<Input> = h.routing();
+        assert!(
+            queued.iter().any(|i| matches!(i, Input::NewContact(n)
+                if n.queue.as_str() == "sales"
+                    && n.attributes.get("caller").map(String::as_str) == Some("1001"))),
+            "{queued:?}"
+        );
+        assert_eq!(h.core.active_calls(), 2);
     }
 
     #[test]
