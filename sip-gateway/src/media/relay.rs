@@ -643,6 +643,32 @@ mod tests {
     }
 
     #[test]
+    fn leg_setup_from_sdp_knows_the_preferred_law_and_the_telephone_event_type() {
+        let sdp = |m: &str| {
+            SessionDescription::parse(
+                format!(
+                    "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+                     {m}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+                     a=rtpmap:96 telephone-event/8000\r\n"
+                )
+                .as_bytes(),
+            )
+            .expect("valid SDP")
+        };
+        let s = LegSetup::from_sdp(&sdp("m=audio 4000 RTP/AVP 8 0 96")).expect("audio");
+        assert_eq!((s.codec, s.telephone_event), (Some(Law::A), Some(96)));
+        assert_eq!(s.send_codec(), Law::A);
+        let s = LegSetup::from_sdp(&sdp("m=audio 4000 RTP/AVP 0")).expect("audio");
+        assert_eq!((s.codec, s.telephone_event), (Some(Law::Mu), None));
+        let s = LegSetup::new(None, PayloadTypes::of(&[8, 101]));
+        assert_eq!((s.send_codec(), s.telephone_event), (Law::A, Some(101)));
+        assert_eq!(
+            LegSetup::new(None, PayloadTypes::NONE).send_codec(),
+            Law::Mu
+        );
+    }
+
+    #[test]
     fn legs_map_to_indices_and_back() {
         for leg in [Leg::A, Leg::B] {
             assert_eq!(Leg::from_index(leg.index()), leg);
