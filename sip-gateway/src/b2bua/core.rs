@@ -138,7 +138,8 @@ pub struct B2buaConfig {
     pub sip_address: SocketAddr,
     /// The address written into our SDP (the relay's public address).
     pub media_address: IpAddr,
-    /// Realm of agents' digest challenges.
+    /// Digest realm for phones whose extension belongs to no tenant (each agent is challenged
+    /// in its own tenant's realm, which comes with its `SipSecret`).
     pub realm: String,
     /// Key that signs digest nonces (random per start unless shared between nodes).
     pub nonce_key: Vec<u8>,
@@ -467,7 +468,11 @@ impl<M: MediaPort> B2bua<M> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        match (t, self.session_timers_poll_timeout()) {
+        let t = match (t, self.session_timers_poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (t, self.outbound_poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -481,6 +486,7 @@ impl<M: MediaPort> B2bua<M> {
         self.caller_media_timeout(now);
         self.trunks_timeout(now);
         self.session_timers_timeout(now);
+        self.outbound_timeouts(now);
         self.cdr_quality_timeout(now);
     }
 
@@ -555,8 +561,8 @@ impl<M: MediaPort> B2bua<M> {
                 position,
                 ewt_ms,
                 ..
-            } => self.announce(contact, position, ewt_ms),
-            Action::OfferCallback { contact, .. } => self.offer_callback(contact),
+            } => self.announce(now, contact, position, ewt_ms),
+            Action::OfferCallback { contact, .. } => self.offer_callback(now, contact),
             Action::Refused {
                 contact,
                 then: Disposition::Number(number),

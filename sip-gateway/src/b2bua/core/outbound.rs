@@ -82,6 +82,10 @@ pub(super) struct Dial {
     purpose: Purpose,
     /// Last final status seen (for the caller when every trunk failed).
     last_status: u16,
+    /// When the current attempt is given up if unanswered (ringing forever is no answer).
+    deadline: std::time::Instant,
+    /// The current attempt got a provisional response beyond 100: the callee is reached.
+    ringing: bool,
 }
 
 /// Outbound calls in progress, by INVITE transaction and by call.
@@ -90,6 +94,9 @@ pub(crate) struct Dials {
     by_tx: std::collections::HashMap<TxId, Dial>,
     by_call: std::collections::HashMap<CallKey, TxId>,
 }
+
+/// How long one outbound attempt may ring before it is cancelled as unanswered.
+pub(super) const RING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whether a final status means "try the next trunk" (module docs).
 fn fails_over(status: u16) -> bool {
@@ -313,8 +320,11 @@ impl<M: MediaPort> B2bua<M> {
         }
         let number =
             crate::b2bua::model::normalize_e164(number).unwrap_or_else(|| number.to_owned());
-        let remaining: Vec<TrunkModel> =
+        let mut remaining: Vec<TrunkModel> =
             self.index.trunks.get(&tenant).cloned().unwrap_or_default();
+        // Trunks that probing declared down go last: tried only when every healthy one failed
+        // (a probe can be wrong; refusing the call outright would be worse).
+        remaining.sort_by_key(|t| !self.trunk_health(tenant, &t.name).usable());
         let Some(first) = remaining.first().cloned() else {
             return Err(DialError::NoTrunk);
         };
@@ -337,6 +347,8 @@ impl<M: MediaPort> B2bua<M> {
             answered_challenge: false,
             purpose,
             last_status: 480,
+            deadline: now.mono,
+            ringing: false,
         };
         if self.next_trunk(now, dial) {
             Ok(())
@@ -351,8 +363,7 @@ impl<M: MediaPort> B2bua<M> {
         while !dial.remaining.is_empty() {
             let trunk = dial.remaining.remove(0);
             if !self.trunk_health(dial.tenant, &trunk.name).usable() {
-                tracing::debug!(trunk = %trunk.name, "skipping a trunk that is down");
-                continue;
+                tracing::info!(trunk = %trunk.name, "trying a trunk that probing declared down (last resort)");
             }
             let Some(peer) = trunk_peer(&trunk) else {
                 continue;
@@ -367,6 +378,8 @@ impl<M: MediaPort> B2bua<M> {
             dial.from_tag = self.token();
             dial.cseq = 1;
             dial.answered_challenge = false;
+            dial.deadline = now.mono + RING_TIMEOUT;
+            dial.ringing = false;
             match self.send_dial_invite(now, &mut dial, None) {
                 Some(tx) => {
                     tracing::info!(trunk = %dial.trunk.name, number = %dial.number, "dialling out");
@@ -448,6 +461,11 @@ impl<M: MediaPort> B2bua<M> {
             return false;
         }
         if status < 200 {
+            if status > 100
+                && let Some(d) = self.dials.by_tx.get_mut(&tx)
+            {
+                d.ringing = true;
+            }
             return true;
         }
         let Some(mut dial) = self.dials.by_tx.remove(&tx) else {
@@ -513,10 +531,73 @@ impl<M: MediaPort> B2bua<M> {
         };
         self.dials.by_call.remove(&dial.key);
         self.release_channel(dial.tenant, &dial.trunk.name);
+        if dial.ringing {
+            // The callee was reached and did not answer (the transaction layer's Timer B also
+            // runs while ringing): stop the ringing, no failover.
+            if let Some(invite) = dial.invite.take() {
+                let cancel = crate::sip::transaction::build_cancel(&invite);
+                if let Ok(m) = Message::parse_datagram(cancel, &self.limits) {
+                    let _ = self.tl.send_request(now.mono, m, dial.peer);
+                }
+            }
+            tracing::info!(number = %dial.number, "outbound call not answered");
+            dial.last_status = 480;
+            self.dial_failed(now, dial);
+            return true;
+        }
         dial.last_status = 408;
         tracing::info!(trunk = %dial.trunk.name, "outbound call attempt timed out");
         self.dial_failed_over(now, dial);
         true
+    }
+
+    /// The earliest ring deadline of the outbound attempts.
+    pub(super) fn outbound_poll_timeout(&self) -> Option<std::time::Instant> {
+        self.dials.by_tx.values().map(|d| d.deadline).min()
+    }
+
+    /// Cancels attempts that rang too long: the callee did not answer (a final verdict about
+    /// the callee, so no failover).
+    pub(super) fn outbound_timeouts(&mut self, now: Now) {
+        let due: Vec<TxId> = self
+            .dials
+            .by_tx
+            .iter()
+            .filter(|(_, d)| d.deadline <= now.mono)
+            .map(|(tx, _)| *tx)
+            .collect();
+        for tx in due {
+            let Some(mut dial) = self.dials.by_tx.remove(&tx) else {
+                continue;
+            };
+            self.dials.by_call.remove(&dial.key);
+            self.release_channel(dial.tenant, &dial.trunk.name);
+            tracing::info!(number = %dial.number, "outbound call not answered in time");
+            if let Some(invite) = dial.invite.take() {
+                let cancel = crate::sip::transaction::build_cancel(&invite);
+                if let Ok(m) = Message::parse_datagram(cancel, &self.limits) {
+                    let _ = self.tl.send_request(now.mono, m, dial.peer);
+                }
+                self.orphans.insert(
+                    tx,
+                    Branch {
+                        offer: NO_OFFER,
+                        agent: AgentId::new(dial.number.as_str()),
+                        tx,
+                        invite,
+                        peer: dial.peer,
+                        call_id: Bytes::from(dial.call_id.clone()),
+                        state: BranchState::Calling,
+                        remote_to: None,
+                        remote_target: None,
+                        withdrawn: true,
+                        last_status: 0,
+                    },
+                );
+            }
+            dial.last_status = 480;
+            self.dial_failed(now, dial);
+        }
     }
 
     /// The call `key` ends while an outbound INVITE is pending: CANCEL it (hook in `finish`).
@@ -958,6 +1039,33 @@ mod tests {
                 .any(|(a, m)| a.to_string() == CARRIER && m.status() == Some(486))
         );
         assert_eq!(h.core.active_calls(), 0);
+    }
+
+    #[test]
+    fn an_attempt_ringing_too_long_is_cancelled_and_the_caller_hears_480() {
+        let mut h = Harness::new();
+        with_trunks(&mut h, 0);
+        let (_, contact) = h.invite("z9hG4bKob4");
+        let out = overflow(&mut h, contact, "+4930996");
+        let first = invites(&out, TRUNK1);
+        h.send(TRUNK1, &reply(&first[0], "180 Ringing", ""));
+        h.ms += super::RING_TIMEOUT.as_millis() as u64;
+        let now = h.now();
+        h.core.handle_timeout(now);
+        let out = h.out();
+        assert!(
+            out.iter()
+                .any(|(a, m)| a.to_string() == TRUNK1 && m.method() == Some(&Method::Cancel))
+        );
+        assert!(
+            invites(&out, TRUNK2).is_empty(),
+            "no answer is about the callee: no failover"
+        );
+        assert!(
+            out.iter()
+                .any(|(a, m)| a.to_string() == CARRIER && m.status() == Some(480))
+        );
+        assert!(h.core.trunk_statuses().iter().all(|t| t.channels == 0));
     }
 
     #[test]
