@@ -8,7 +8,8 @@
 //! through the CDR (`recording`, `recording_ms`, `quality.recording_pauses_ms`) and read back
 //! sample by sample: Goertzel per channel before and after the pause, energy inside it.
 //! Also: agent 1002 cannot pause 1001's call (404: not theirs to see), and an agent cannot
-//! start or stop recordings (403).
+//! start or stop recordings (403). A second test records one call of a queue that does not
+//! record, started and stopped by a supervisor's API request.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -23,7 +24,8 @@ use common::{Server, http};
 use serde_json::Value;
 use sip_gateway::audio::tone::detect;
 
-// Ports of this test: SIP and the UAs' RTP in 56050-56099, the relay in 48000-48499.
+// Ports of these tests: SIP and the UAs' RTP in 56050-56099, the relay in 48000-48499 (split
+// between the two tests, which run side by side).
 const AGENT_SIP: u16 = 56050;
 const AGENT_REG: u16 = 56051;
 const CALLER_SIP: u16 = 56052;
@@ -91,7 +93,7 @@ fn rms(s: &[i16]) -> f64 {
 
 #[test]
 fn recording_has_caller_left_agent_right_and_a_silent_pause() {
-    let server = Server::start("recording", (48000, 48499));
+    let server = Server::start("recording", (48000, 48249));
     server.set_support_queue(
         r#"{"strategy":"longest_idle","media":{"record":true,"recording_retention_days":30}}"#,
     );
@@ -270,4 +272,133 @@ fn recording_has_caller_left_agent_right_and_a_silent_pause() {
         .map(|r| r["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["recording_pause", "recording_resume"], "{audit}");
+}
+
+/// A supervisor (here the admin) records one call of a queue that does not record: the
+/// file holds exactly the stretch between start and stop, caller left, agent right.
+#[test]
+fn a_call_of_a_queue_that_does_not_record_is_recorded_on_request() {
+    const AGENT_SIP: u16 = 56070;
+    const AGENT_REG: u16 = 56071;
+    const CALLER_SIP: u16 = 56072;
+    const CALLER_RTP: u16 = 56080;
+    const AGENT_RTP: u16 = 56082;
+    let server = Server::start("recording-api", (48250, 48499));
+    server.set_support_queue(r#"{"strategy":"longest_idle"}"#);
+    let admin = server.admin_token();
+    let agent_sip = UdpSocket::bind(("127.0.0.1", AGENT_SIP)).unwrap();
+    common::register_from(&server, "1001", AGENT_SIP, AGENT_REG);
+    let phone = std::thread::spawn(move || {
+        let a = answer(&agent_sip, AGENT_RTP, Duration::from_secs(30));
+        (agent_sip, a)
+    });
+    let caller = Caller::call(
+        server.sip,
+        "100",
+        CALLER_SIP,
+        CALLER_RTP,
+        Duration::from_secs(30),
+    );
+    let (agent_sip, agent_leg) = phone.join().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller_talk = talk(
+        UdpSocket::bind(("127.0.0.1", CALLER_RTP)).unwrap(),
+        caller.relay,
+        CALLER_HZ,
+        Duration::from_secs(40),
+        stop.clone(),
+    );
+    let agent_talk = talk(
+        UdpSocket::bind(("127.0.0.1", AGENT_RTP)).unwrap(),
+        agent_leg.relay,
+        AGENT_HZ,
+        Duration::from_secs(40),
+        stop.clone(),
+    );
+
+    let (_, body) = http(&server.http, "GET", "/api/v1/calls", Some(&admin), "");
+    let calls: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        calls[0]["recording"], "off",
+        "this queue does not record: {calls}"
+    );
+    let contact = calls[0]["contact"].as_str().unwrap().to_owned();
+    let rec = |what: &str| {
+        http(
+            &server.http,
+            "POST",
+            &format!("/api/v1/calls/{contact}/recording/{what}"),
+            Some(&admin),
+            "",
+        )
+    };
+    let (status, body) = rec("stop");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("not being recorded"), "{body}");
+    let (status, body) = rec("start");
+    assert_eq!(status, 204, "{body}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = rec("stop");
+    assert_eq!(status, 204, "{body}");
+    let (_, body) = http(&server.http, "GET", "/api/v1/calls", Some(&admin), "");
+    assert!(body.contains(r#""recording":"off""#), "{body}");
+    std::thread::sleep(Duration::from_secs(1));
+
+    stop.store(true, Ordering::Relaxed);
+    let agent_bye = std::thread::spawn(move || await_bye(&agent_sip, Duration::from_secs(10)));
+    caller.bye();
+    agent_bye.join().unwrap();
+    caller_talk.join().unwrap();
+    agent_talk.join().unwrap();
+
+    let until = Instant::now() + Duration::from_secs(20);
+    let cdr = loop {
+        let (_, body) = http(&server.http, "GET", "/api/v1/cdrs", Some(&admin), "");
+        let rows: Value = serde_json::from_str(&body).unwrap();
+        let row = rows.as_array().unwrap().iter().find(|r| {
+            r["contact_id"] == contact.as_str()
+                && r["leg"] == "caller"
+                && r["recording"].is_string()
+        });
+        if let Some(row) = row {
+            break row.clone();
+        }
+        assert!(Instant::now() < until, "no CDR with a recording: {rows}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let recorded_ms = cdr["recording_ms"].as_i64().unwrap();
+    assert!(
+        (1_500..3_000).contains(&recorded_ms),
+        "about 2 s recorded: {recorded_ms}"
+    );
+    assert!(
+        cdr["quality"]["recording_pauses_ms"].is_null(),
+        "no pause: {cdr}"
+    );
+    let path = cdr["recording"].as_str().unwrap().to_owned();
+    let until = Instant::now() + Duration::from_secs(20);
+    let (channels, _, samples) = loop {
+        if let Ok(bytes) = std::fs::read(&path)
+            && let Some(wav) = read_wav(&bytes)
+            && wav.2.len() >= 2 * 8000
+        {
+            break wav;
+        }
+        assert!(Instant::now() < until, "no complete WAV at {path}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(channels, 2);
+    let seconds = samples.len() as f64 / 2.0 / 8000.0;
+    assert!(
+        (1.5..3.0).contains(&seconds),
+        "the file holds what was asked: {seconds} s"
+    );
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    let (l, r) = (
+        &left[3200..left.len() - 1600],
+        &right[3200..right.len() - 1600],
+    );
+    assert!(detect(l, CALLER_HZ) > 0.01 && detect(l, AGENT_HZ) < detect(l, CALLER_HZ) / 100.0);
+    assert!(detect(r, AGENT_HZ) > 0.01 && detect(r, CALLER_HZ) < detect(r, AGENT_HZ) / 100.0);
 }
