@@ -35,7 +35,8 @@ pub struct GatewayConfig {
     pub public_address: Option<IpAddr>,
     /// The media relay.
     pub relay: RelayConfig,
-    /// Digest realm for agents' phones.
+    /// Digest realm for phones whose extension belongs to no tenant (each agent is challenged
+    /// in its own tenant's realm, which comes with its [`SipSecret`]).
     pub realm: String,
     /// How long calls in progress may continue after shutdown starts.
     pub shutdown_grace: Duration,
