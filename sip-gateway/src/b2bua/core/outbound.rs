@@ -15,8 +15,9 @@
 //! The tenant's trunks are tried in their configured order, those at `max_channels` skipped
 //! and those that probing declared down moved to the end (a last resort, not excluded: a probe
 //! can be wrong). An attempt the callee answers with 180/183 but does not pick up within
-//! [`RING_TIMEOUT`] is cancelled and final (no failover: the callee was reached). Per attempt: INVITE with our anchored SDP; a
-//! `401`/`407` is answered once with digest (same Call-ID, CSeq + 1, `Authorization` or
+//! `RING_TIMEOUT` (60 s) is cancelled and final (no failover: the callee was reached).
+//!
+//! Per attempt: INVITE with our anchored SDP; a `401`/`407` is answered once with digest (same Call-ID, CSeq + 1, `Authorization` or
 //! `Proxy-Authorization`); `408`, `5xx`, `403` (the carrier refuses us, not the callee), a
 //! second challenge and a transaction time-out fail over to the next trunk (RFC 3263 section
 //! 4.3 treats 503 and no answer as "try the next server"; the others are trunk-side problems
