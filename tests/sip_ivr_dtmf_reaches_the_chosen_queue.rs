@@ -4,7 +4,8 @@
 //! - RFC 4733: the caller's RTP carries telephone-events for `2` → queue `sales`, whose only
 //!   member (1002) is offered the call.
 //! - SIP INFO: `1` sets the contact's `language = de` and requires `german >= 3`, so of the two
-//!   agents of `support` only 1001 (german 3, not 1002 with german 2) is offered the call.
+//!   agents of `support` only 1001 (german 3, not 1002 with german 2) is offered the call,
+//!   and the queue's greeting plays in German.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -13,10 +14,12 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::Server;
-use common::caller_media::{MediaCaller, put_routing};
+use common::caller_media::{MediaCaller, classify, put_routing, tone_wav, write_prompt};
 use common::ua::{self, is, recv_sip, rms};
 
 const MENU_DID: &str = "%2B4930999";
+const GERMAN: f64 = 1300.0;
+const ENGLISH: f64 = 900.0;
 
 /// Queue `sales`, agent 1002's queues, the menu, and the DID that leads to it.
 fn menu_setup(server: &Server, queues_1002: &str, menu: &str) {
@@ -80,7 +83,11 @@ fn rfc4733_key_two_reaches_the_sales_agent() {
 
 #[test]
 fn info_key_one_sets_german_and_only_the_german_agent_is_offered() {
-    let server = Server::start("ivr-info", (45400, 45599));
+    // The queue's greeting in each language is a tone, so the test hears which one plays.
+    let server = Server::start_prepared("ivr-info", (45400, 45599), "", |data| {
+        write_prompt(data, "de", "welcome", &tone_wav(GERMAN, 2000));
+        write_prompt(data, "en", "welcome", &tone_wav(ENGLISH, 2000));
+    });
     menu_setup(
         &server,
         r#"["support"]"#,
@@ -93,6 +100,15 @@ fn info_key_one_sets_german_and_only_the_german_agent_is_offered() {
 
     let caller = MediaCaller::call(server.sip, "+4930999", 53030, 53032);
     caller.info_digit('1');
+    // The demo queue's greeting, now in German (the queue's own language is English).
+    let heard = caller.listen(Duration::from_millis(1000));
+    let tones = classify(&heard, &[GERMAN, ENGLISH]);
+    let german = tones.iter().filter(|(_, t)| *t == Some(GERMAN)).count();
+    let english = tones.iter().filter(|(_, t)| *t == Some(ENGLISH)).count();
+    assert!(
+        german >= 20 && english == 0,
+        "greeting frames: {german} German, {english} English"
+    );
     let (invite, from) = recv_sip(
         &agent_1001,
         Duration::from_secs(15),

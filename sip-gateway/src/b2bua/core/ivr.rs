@@ -166,7 +166,7 @@ impl<M: MediaPort> B2bua<M> {
     pub(super) fn go_to(&mut self, now: Now, key: CallKey, target: IvrTarget) {
         self.disarm(key);
         match target {
-            IvrTarget::Queue(q) => self.enqueue_from_ivr(key, q),
+            IvrTarget::Queue(q) => self.enqueue_from_ivr(now, key, q),
             IvrTarget::Menu(m) => self.enter_menu(now, key, &m),
             IvrTarget::Number(n) => {
                 // Dialled through the tenant's trunks (core/outbound.rs) and bridged on answer;
@@ -291,6 +291,26 @@ mod tests {
         assert_eq!(n.attributes["language"], "de");
         assert_eq!(n.attributes["caller"], "+4930111");
         assert_eq!(n.requirement.unwrap().to_string(), "german >= 2");
+    }
+
+    #[test]
+    fn a_language_choice_switches_the_queue_greeting_to_that_language() {
+        let mut h = Harness::new();
+        let mut media = menus();
+        media.queues = super::super::queue_media::tests::music_media().queues;
+        with_media(&mut h, media);
+        invite_to(&mut h, "200", "z9hG4bKivr7");
+        info(&mut h, "z9hG4bKivr7", 1, "application/dtmf", "1");
+        let Some((_, AudioCommand::Play { items, .. })) = h.core.media.audio.last() else {
+            panic!("no play");
+        };
+        let lib = crate::audio::prompt::PromptLibrary::builtin().unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            *items[0],
+            *lib.get("de", "welcome").unwrap(),
+            "German greeting"
+        );
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub(super) struct CallerMedia {
     pub(super) voicemail: Option<RecordingSummary>,
     /// Menus entered so far (bounds a loop of menus).
     pub(super) hops: u8,
+    /// The greeting and when it ends: an announcement or callback offer that arrives while it
+    /// plays (the engine's on-entry announcement comes at once) is played after it.
+    greeting: Option<(Arc<Prompt>, Instant)>,
 }
 
 /// The core-wide part: prompts, directories, timers.
@@ -251,7 +254,7 @@ impl<M: MediaPort> B2bua<M> {
         }
         self.answer_caller(now, key);
         self.detect_dtmf(key);
-        self.play_queue_media(key, &qm, true);
+        self.play_queue_media(now, key, &qm, true);
     }
 
     /// Sends the 200 with our anchored SDP to the caller (before any agent).
@@ -306,6 +309,12 @@ impl<M: MediaPort> B2bua<M> {
         items: Vec<Arc<Prompt>>,
         music: Option<Arc<Prompt>>,
     ) {
+        tracing::debug!(
+            items = items.len(),
+            ms = duration_of(&items).as_millis() as u64,
+            music = music.is_some(),
+            "play to the caller"
+        );
         self.audio(
             key,
             AudioCommand::Play {
@@ -318,12 +327,15 @@ impl<M: MediaPort> B2bua<M> {
     }
 
     /// The queue's music (or the fallback for an IVR caller), after the greeting on entry.
-    fn play_queue_media(&mut self, key: CallKey, qm: &QueueMedia, with_greeting: bool) {
+    fn play_queue_media(&mut self, now: Now, key: CallKey, qm: &QueueMedia, with_greeting: bool) {
         let lang = self.language_of(key);
-        let items = match (&qm.greeting, with_greeting) {
+        let items: Vec<Arc<Prompt>> = match (&qm.greeting, with_greeting) {
             (Some(g), true) => self.experience.prompt(&lang, g).into_iter().collect(),
             _ => Vec::new(),
         };
+        if let (Some(g), Some(m)) = (items.first(), self.experience.calls.get_mut(&key)) {
+            m.greeting = Some((g.clone(), now.mono + duration_of(&items)));
+        }
         let music = qm
             .music
             .as_deref()
@@ -342,7 +354,7 @@ impl<M: MediaPort> B2bua<M> {
 
     /// Puts a contact that the IVR routed to `queue` into the engine, with the attributes
     /// and requirement its choices set, and starts the queue's media.
-    pub(super) fn enqueue_from_ivr(&mut self, key: CallKey, queue: acd_core::QueueId) {
+    pub(super) fn enqueue_from_ivr(&mut self, now: Now, key: CallKey, queue: acd_core::QueueId) {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
@@ -365,7 +377,14 @@ impl<M: MediaPort> B2bua<M> {
             music: Some(FALLBACK_MUSIC.to_owned()),
             ..QueueMedia::default()
         });
-        self.play_queue_media(key, &qm, true);
+        self.play_queue_media(now, key, &qm, true);
+    }
+
+    /// The greeting again when it is still playing at `now`, to put in front of a prompt
+    /// that would otherwise cut it off.
+    fn greeting_in_progress(&self, now: Now, key: CallKey) -> Option<Arc<Prompt>> {
+        let (g, until) = self.experience.calls.get(&key)?.greeting.clone()?;
+        (now.mono < until).then_some(g)
     }
 
     /// The engine moved a waiting contact to another queue (overflow): an answered caller
@@ -387,7 +406,7 @@ impl<M: MediaPort> B2bua<M> {
     }
 
     /// `Action::Announce`: position and/or expected wait, then back to the music.
-    pub(super) fn announce(&mut self, contact: ContactId, position: u32, ewt_ms: u64) {
+    pub(super) fn announce(&mut self, now: Now, contact: ContactId, position: u32, ewt_ms: u64) {
         let Some(&key) = self.by_contact.get(&contact) else {
             return;
         };
@@ -423,12 +442,15 @@ impl<M: MediaPort> B2bua<M> {
         if items.is_empty() {
             return;
         }
+        if let Some(g) = self.greeting_in_progress(now, key) {
+            items.insert(0, g);
+        }
         let music = self.queue_music(key);
         self.play(key, items, music);
     }
 
     /// `Action::OfferCallback`: "press 1 to be called back", then back to the music.
-    pub(super) fn offer_callback(&mut self, contact: ContactId) {
+    pub(super) fn offer_callback(&mut self, now: Now, contact: ContactId) {
         let Some(&key) = self.by_contact.get(&contact) else {
             return;
         };
@@ -440,7 +462,10 @@ impl<M: MediaPort> B2bua<M> {
             return;
         }
         m.callback_offered = true;
-        let items = self.prompts_named(key, &["press_1_callback"]);
+        let mut items = self.prompts_named(key, &["press_1_callback"]);
+        if let Some(g) = self.greeting_in_progress(now, key) {
+            items.insert(0, g);
+        }
         let music = self.queue_music(key);
         self.play(key, items, music);
     }
@@ -857,6 +882,24 @@ pub(super) mod tests {
         with_media(&mut h, media);
         invite_to(&mut h, "100", "z9hG4bKqm3");
         let contact = contact_of(&h.routing());
+        // On entry the greeting is still playing: the announcement follows it.
+        let now = h.now();
+        h.core.handle_action(
+            now,
+            TENANT,
+            Action::Announce {
+                contact,
+                queue: QueueId::new("support"),
+                position: 4,
+                ewt_ms: 150_000,
+            },
+        );
+        assert_eq!(
+            plays(&h).last(),
+            Some(&(6, Some(true))),
+            "greeting, then 5 prompts"
+        );
+        h.ms += 10_000;
         let now = h.now();
         let announce = |position, ewt_ms| Action::Announce {
             contact,
@@ -868,7 +911,7 @@ pub(super) mod tests {
         // "caller number" "3" "expected wait" "3" "minutes", then music again.
         assert_eq!(plays(&h).last(), Some(&(5, Some(true))));
         h.core.handle_action(now, TENANT, announce(3, 150_000));
-        assert_eq!(plays(&h).len(), 2, "not improved: nothing said");
+        assert_eq!(plays(&h).len(), 3, "not improved: nothing said");
         h.core.handle_action(now, TENANT, announce(2, 30_000));
         assert_eq!(plays(&h).last(), Some(&(4, Some(true))), "one minute");
     }
@@ -960,7 +1003,8 @@ pub(super) mod tests {
                 queue: QueueId::new("support"),
             },
         );
-        assert_eq!(plays(&h).last(), Some(&(1, Some(true))));
+        // The greeting is still playing, so the offer follows it, then the music.
+        assert_eq!(plays(&h).last(), Some(&(2, Some(true))));
         let out = info(
             &mut h,
             "z9hG4bKqm5",
