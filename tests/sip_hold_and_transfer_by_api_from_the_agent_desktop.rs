@@ -216,4 +216,16 @@ fn agent_desktop_holds_resumes_and_transfers_to_a_colleague() {
         "the caller hears 1002 after the transfer"
     );
     assert!(detect(&to_1002, 1000.0) > 0.01, "1002 hears the caller");
+
+    // The CDR: 1001's leg ended as transferred to 1002, the call then went on with 1002.
+    let rows = server.wait_cdrs(&contact, |rows| {
+        rows.iter()
+            .any(|r| r.0 == "caller" && r.2.as_deref() == Some("1002"))
+    });
+    assert!(
+        rows.iter().any(|r| r.1 == "transferred"
+            && r.2.as_deref() == Some("1001")
+            && r.3.as_deref() == Some("blind:1002")),
+        "{rows:?}"
+    );
 }

@@ -234,6 +234,45 @@ impl Server {
         })
     }
 
+    /// The CDR rows of one contact of the demo tenant as (leg, result, agent, transfer).
+    pub fn cdrs(&self, contact: &str) -> Vec<(String, String, Option<String>, Option<String>)> {
+        let url = format!("sqlite://{}?mode=ro", self.db_path().display());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = crm_api::Store::open(&url).await.unwrap();
+            let tenant = store.tenant_by_slug("demo").await.unwrap().unwrap();
+            let tenant = crm_api::ids::TenantId::parse(&tenant.id).unwrap();
+            let rows = store.cdrs_of_contact(tenant, contact).await.unwrap();
+            store.close().await;
+            rows.into_iter()
+                .map(|r| (r.leg, r.result, r.agent, r.transfer))
+                .collect()
+        })
+    }
+
+    /// Polls a contact's CDR rows until `pred` holds (bounded); returns the last read.
+    pub fn wait_cdrs(
+        &self,
+        contact: &str,
+        pred: impl Fn(&[(String, String, Option<String>, Option<String>)]) -> bool,
+    ) -> Vec<(String, String, Option<String>, Option<String>)> {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = self.cdrs(contact);
+            if pred(&rows) {
+                return rows;
+            }
+            assert!(
+                Instant::now() < until,
+                "CDRs of {contact} never matched: {rows:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Polls the queue log until `pred` holds (bounded); returns the last read.
     pub fn wait_queue_log(
         &self,
