@@ -26,6 +26,9 @@ fn abandoning_caller(server: &Server, name: &str, wait_ms: &str) -> Sipp {
 #[test]
 fn abandon_in_queue_and_while_ringing_is_recorded_and_frees_the_agent() {
     let server = Server::start("abandon", (41000, 41199));
+    // A queue without media: callers hear ringback and abandon with CANCEL (the demo queue
+    // answers at once with music; abandoning it is a BYE, see sip-gateway's queue_media tests).
+    server.set_support_queue(r#"{"strategy":"longest_idle","wrap_up_s":10,"service_level_s":20}"#);
 
     // Nobody logged in: the call waits, then the caller gives up.
     abandoning_caller(&server, "abandon-queued", "1000").expect_success(Duration::from_secs(40));
