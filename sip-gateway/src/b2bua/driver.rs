@@ -117,6 +117,7 @@ pub(crate) async fn drive<M: MediaPort>(
             changed = io.shutdown.changed(), if draining_until.is_none() => {
                 if changed.is_err() || *io.shutdown.borrow() {
                     core.stop_accepting();
+                    core.unregister_trunks(now());
                     draining_until = Some(tokio::time::Instant::now() + grace);
                     tracing::info!(calls = core.active_calls(), "SIP: no new calls; waiting for calls in progress");
                 }

@@ -218,6 +218,28 @@ impl<M: MediaPort> B2bua<M> {
             .retain(|_, (k, _)| self.trunks.running.contains_key(k));
     }
 
+    /// Shutdown: removes our binding at every carrier we are registered with (REGISTER with
+    /// `Expires: 0`), so the carrier stops sending calls to a node that is going away.
+    pub fn unregister_trunks(&mut self, now: Now) {
+        let keys: Vec<(Uuid, String)> = self.trunks.running.keys().cloned().collect();
+        for key in keys {
+            let random = self.rng.random();
+            let Some(rt) = self.trunks.running.get_mut(&key) else {
+                continue;
+            };
+            let peer = trunk_peer(&rt.model);
+            let msg = rt
+                .registration
+                .as_mut()
+                .filter(|g| matches!(g.status(), RegistrationStatus::Registered { .. }))
+                .and_then(|g| g.unregister(random));
+            if let (Some(m), Some(peer)) = (msg, peer) {
+                tracing::info!(trunk = %key.1, "unregistering from the carrier");
+                let _ = self.tl.send_request(now.mono, m, peer);
+            }
+        }
+    }
+
     fn send_trunk_request(
         &mut self,
         now: Now,
@@ -463,4 +485,91 @@ pub(super) fn trunk_peer(model: &TrunkModel) -> Option<Peer> {
         addr: model.peer_address()?,
         transport: model.transport,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::super::tests::{Harness, TENANT};
+    use crate::b2bua::model::{GatewayModel, TenantModel, TenantTrunks};
+    use crate::sip::transaction::TransportKind;
+    use crate::sip::{HeaderName, Method};
+    use crate::trunk::register::RegistrationStatus;
+    use crate::trunk::{TrunkCredentials, TrunkModel, TrunkSecret};
+
+    const REGISTRAR: &str = "127.0.0.4:5080";
+
+    #[test]
+    fn registration_status_is_queryable_and_shutdown_unregisters() {
+        let mut h = Harness::new();
+        h.core.set_model(&Arc::new(GatewayModel {
+            tenants: vec![TenantModel {
+                tenant: TENANT,
+                dids: HashMap::new(),
+                agents: vec![],
+                media: Default::default(),
+                trunks: TenantTrunks {
+                    trunks: vec![TrunkModel {
+                        name: "reg".into(),
+                        host: "127.0.0.4".into(),
+                        addresses: vec![REGISTRAR.parse().unwrap()],
+                        transport: TransportKind::Udp,
+                        credentials: Some(TrunkCredentials {
+                            username: "acct".into(),
+                            password: TrunkSecret::new("pw"),
+                        }),
+                        register: true,
+                        max_channels: 0,
+                    }],
+                    did_trunks: HashMap::new(),
+                },
+            }],
+        }));
+        h.ms += 1;
+        let now = h.now();
+        h.core.handle_timeout(now);
+        let out = h.out();
+        let register = out
+            .iter()
+            .find(|(_, m)| m.method() == Some(&Method::Register))
+            .unwrap()
+            .1
+            .clone();
+        assert!(matches!(
+            h.core.trunk_statuses()[0].registration,
+            Some(RegistrationStatus::Registering)
+        ));
+        let mut ok = String::from("SIP/2.0 200 OK\n");
+        for n in [
+            HeaderName::Via,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+        ] {
+            ok.push_str(&format!(
+                "{}: {}\n",
+                String::from_utf8_lossy(n.canonical()),
+                String::from_utf8_lossy(register.headers_named(&n).next().unwrap())
+            ));
+        }
+        ok.push_str("Expires: 300\nContent-Length: 0\n\n");
+        h.send(REGISTRAR, &ok);
+        assert!(matches!(
+            h.core.trunk_statuses()[0].registration,
+            Some(RegistrationStatus::Registered { expires: 300, .. })
+        ));
+        let now = h.now();
+        h.core.unregister_trunks(now);
+        let out = h.out();
+        let bye = out
+            .iter()
+            .find(|(_, m)| m.method() == Some(&Method::Register))
+            .unwrap();
+        assert_eq!(bye.0.to_string(), REGISTRAR);
+        assert_eq!(bye.1.expires().unwrap(), Some(0));
+    }
 }
