@@ -25,7 +25,7 @@ use common::{Server, http};
 use serde_json::Value;
 use sip_gateway::audio::tone::detect;
 
-// Ports of this test (SIP 54080-54099; the relay 46800-46999).
+// Ports of this test (SIP 54080-54094; the relay 46800-46899).
 const PHONE1_SIP: u16 = 54080;
 const PHONE1_REG: u16 = 54081;
 const CALLER_SIP: u16 = 54082;
@@ -79,7 +79,7 @@ fn post(server: &Server, token: &str, path: &str, body: &str) -> Instant {
 
 #[test]
 fn agent_desktop_holds_resumes_and_transfers_to_a_colleague() {
-    let server = Server::start("hold-api", (46800, 46999));
+    let server = Server::start("hold-api", (46800, 46899));
     let token = login(&server, "1001", "demo1001");
 
     let phone1 = UdpSocket::bind(("127.0.0.1", PHONE1_SIP)).unwrap();
