@@ -166,7 +166,15 @@ fn main() {
     let (relay, mut relay_events) = MediaRelay::start(cfg).unwrap();
 
     if let Some(prio) = a.rt_worker {
-        for tid in thread_ids("media-worker") {
+        // A thread names itself once it runs: wait for the workers' names to appear.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut tids = thread_ids("media-worker");
+        while tids.len() < a.workers && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            tids = thread_ids("media-worker");
+        }
+        assert_eq!(tids.len(), a.workers, "worker threads not found");
+        for tid in tids {
             let ok = std::process::Command::new("chrt")
                 .args(["-f", "-p", &prio.to_string(), &tid.to_string()])
                 .status()
