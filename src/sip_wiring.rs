@@ -211,7 +211,8 @@ pub fn tenant_media(model: &RoutingModel) -> TenantMedia {
         media.menus.insert(
             name.clone(),
             IvrMenu {
-                prompt: m.prompt.clone(),
+                // A prompt is named without its extension (`welcome`, not `welcome.wav`).
+                prompt: m.prompt.trim_end_matches(".wav").to_owned(),
                 timeout_ms: u64::from(m.timeout_s) * 1000,
                 options,
                 default: target(&m.default),
