@@ -575,6 +575,11 @@ impl<M: MediaPort> B2bua<M> {
                 queue,
                 ..
             } => self.dial_callback(now, tenant, offer, contact, agent, queue),
+            Action::Refused {
+                contact,
+                reason: acd_core::io::RefusalReason::Closed,
+                ..
+            } if self.caller_answered_contact(contact) => self.closed_for_answered(now, contact),
             Action::Refused { contact, .. } => self.refuse(now, contact, 480, "refused"),
             Action::Overflow {
                 contact, target, ..

@@ -707,6 +707,25 @@ impl<M: MediaPort> B2bua<M> {
         true
     }
 
+    /// Whether the contact's caller already got our 200 (for guards in `handle_action`).
+    pub(super) fn caller_answered_contact(&self, contact: ContactId) -> bool {
+        self.by_contact
+            .get(&contact)
+            .is_some_and(|k| self.caller_answered(*k))
+    }
+
+    /// The queue is closed and the caller was answered already: "we are closed", goodbye,
+    /// hang up.
+    pub(super) fn closed_for_answered(&mut self, now: Now, contact: ContactId) {
+        let Some(&key) = self.by_contact.get(&contact) else {
+            return;
+        };
+        if let Some(m) = self.experience.calls.get_mut(&key) {
+            m.outside_engine = true;
+        }
+        self.leave_after(now, key, &["closed", "goodbye"], "refused");
+    }
+
     /// Hook of `refuse`: an answered caller cannot get an error response any more; it hears
     /// goodbye and is hung up. Returns whether it was handled here.
     pub(super) fn caller_media_refuse(
@@ -1114,6 +1133,36 @@ pub(super) mod tests {
             .unwrap()
             .clone();
         assert_eq!(music.as_deref(), Some(&welcome), "the other queue's music");
+    }
+
+    #[test]
+    fn a_closed_queue_tells_an_answered_caller_and_hangs_up() {
+        let mut h = Harness::new();
+        with_media(&mut h, music_media());
+        invite_to(&mut h, "100", "z9hG4bKqm9");
+        let contact = contact_of(&h.routing());
+        let now = h.now();
+        h.core.handle_action(
+            now,
+            TENANT,
+            Action::Refused {
+                contact,
+                queue: QueueId::new("support"),
+                reason: acd_core::io::RefusalReason::Closed,
+                then: acd_core::Disposition::Reject,
+            },
+        );
+        assert_eq!(plays(&h).last(), Some(&(2, Some(false))), "closed, goodbye");
+        h.ms += 10_000;
+        let now = h.now();
+        h.core.handle_timeout(now);
+        assert!(
+            h.out()
+                .iter()
+                .any(|(_, m)| m.method() == Some(&Method::Bye))
+        );
+        assert!(h.routing().is_empty(), "the engine has let the contact go");
+        assert_eq!(h.core.poll_cdr().unwrap().result, "refused");
     }
 
     #[test]
