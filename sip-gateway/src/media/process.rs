@@ -744,6 +744,32 @@ mod tests {
     }
 
     #[test]
+    fn stop_ends_a_prompt_on_the_next_frame_without_play_done() {
+        let mut c = call();
+        let mut v = vec![0i16; 8000];
+        ToneGenerator::new(700.0, 8000).fill(&mut v);
+        c.handle_command(&AudioCommand::Play {
+            leg: Leg::A,
+            items: vec![Arc::new(Prompt::from_samples(v))],
+            music: None,
+            tag: 5,
+        });
+        let t0 = Instant::now();
+        let heard = run(&mut c, t0, 10, 0.0, 1000.0);
+        assert!(share(&heard[0], 700.0) > 0.9);
+        // The agent answers: the prompt stops at once, mid-clip.
+        c.handle_command(&AudioCommand::Stop { leg: Leg::A });
+        let mut pb = Peer::new(1000.0);
+        let now = t0 + ms(200);
+        pb.send(&mut c, now, Leg::B);
+        c.produce_frame(now);
+        let f = decode(c.packet(Leg::A).unwrap());
+        assert!(detect(&f, 700.0) < 1e-6, "the prompt went on after Stop");
+        assert_eq!(c.poll_event(), None, "a stopped play reports no PlayDone");
+        assert!(c.is_plain());
+    }
+
+    #[test]
     fn rfc4733_digits_are_reported_once_per_press_only_while_detecting() {
         let mut c = call();
         let t0 = Instant::now();
