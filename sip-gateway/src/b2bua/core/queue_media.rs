@@ -499,6 +499,14 @@ impl<M: MediaPort> B2bua<M> {
             return;
         };
         let (tenant, contact) = (call.tenant, call.contact);
+        if crate::b2bua::model::normalize_e164(&call.caller_number).is_none() {
+            // Anonymous or not a number: nobody to call back. The caller keeps waiting.
+            tracing::info!(%contact, "callback refused: the caller's number is unknown");
+            let items = self.prompts_named(key, &["invalid_input"]);
+            let music = self.queue_music(key);
+            self.play(key, items, music);
+            return;
+        }
         self.pending_callbacks.insert(
             contact,
             CallbackInfo {
@@ -1163,6 +1171,39 @@ pub(super) mod tests {
         );
         assert!(h.routing().is_empty(), "the engine has let the contact go");
         assert_eq!(h.core.poll_cdr().unwrap().result, "refused");
+    }
+
+    #[test]
+    fn an_anonymous_caller_cannot_ask_for_a_callback() {
+        let mut h = Harness::new();
+        with_media(&mut h, music_media());
+        let body = sdp(40000);
+        h.send(
+            CARRIER,
+            &format!(
+                "INVITE sip:100@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKanon\nMax-Forwards: 70\nFrom: <sip:anonymous@anonymous.invalid>;tag=c\nTo: <sip:100@127.0.0.1>\nCall-ID: z9hG4bKanon@carrier\nCSeq: 1 INVITE\nContact: <sip:c@{CARRIER}>\nContent-Type: application/sdp\nContent-Length: {}\n\n{body}",
+                body.len()
+            ),
+        );
+        let contact = contact_of(&h.routing());
+        let now = h.now();
+        h.core.handle_action(
+            now,
+            TENANT,
+            Action::OfferCallback {
+                contact,
+                queue: QueueId::new("support"),
+            },
+        );
+        info(&mut h, "z9hG4bKanon", 1, "application/dtmf", "1");
+        assert!(h.routing().is_empty(), "no callback request");
+        assert!(h.core.pending_callbacks.is_empty());
+        assert_eq!(
+            plays(&h).last(),
+            Some(&(1, Some(true))),
+            "invalid, then music"
+        );
+        assert_eq!(h.core.active_calls(), 1, "still waiting");
     }
 
     #[test]
