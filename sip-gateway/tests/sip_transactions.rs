@@ -267,6 +267,35 @@ fn timer_b_times_out_an_unanswered_invite_after_64_t1() {
 }
 
 #[test]
+fn a_ringing_invite_outlives_timer_b_and_ends_only_at_timer_c() {
+    let mut n = Net::new(TransportKind::Udp);
+    let c = n.send(request("INVITE", 30, 1));
+    let s = n.server_tx("INVITE");
+    n.respond(s, 180, "Ringing");
+    assert_eq!(n.uac.state(c), Some(TxState::Proceeding));
+    // A phone may ring longer than 64*T1 = 32 s: Timer B applies to Calling only.
+    n.run_until(120.0);
+    assert_eq!(n.uac.state(c), Some(TxState::Proceeding));
+    assert_eq!(timeouts(&n.uac_events), 0);
+    // A final answer after two minutes still completes the call.
+    n.respond(s, 200, "OK");
+    assert_eq!(n.responses(c), [100, 180, 200]);
+}
+
+#[test]
+fn a_ringing_invite_without_final_answer_times_out_after_timer_c() {
+    let mut n = Net::new(TransportKind::Udp);
+    let c = n.send(request("INVITE", 31, 1));
+    let s = n.server_tx("INVITE");
+    n.respond(s, 180, "Ringing");
+    n.run_until(180.0);
+    assert_eq!(timeouts(&n.uac_events), 0);
+    n.run_until(182.0);
+    assert_eq!(timeouts(&n.uac_events), 1);
+    assert_eq!(n.uac.state(c), None);
+}
+
+#[test]
 fn timer_e_caps_at_t2_and_timer_f_times_out_a_non_invite() {
     let mut n = Net::new(TransportKind::Udp);
     n.drop = Box::new(|from_uac, _, _| from_uac);

@@ -31,6 +31,10 @@ use bytes::Bytes;
 use super::header::Via;
 use super::message::{HeaderName, Limits, Message, MessageBuilder, Method, response_to_source};
 
+/// How long an INVITE client transaction waits for a final response after a provisional
+/// one before it gives up (RFC 3261 §16.6's Timer C: more than three minutes).
+const TIMER_C: Duration = Duration::from_secs(181);
+
 /// Handle of one transaction inside a [`TransactionLayer`]. A local handle, never persisted
 /// or sent to another node, so a per-layer counter is enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -609,6 +613,11 @@ impl TransactionLayer {
                 (TxState::Calling | TxState::Proceeding, 100..=199) => {
                     tx.state = TxState::Proceeding;
                     tx.retransmit_at = None;
+                    // Timer B guards the Calling state only (§17.1.1.2): a phone may ring for
+                    // minutes. Ending the ringing is the TU's decision (offer timeout, CANCEL);
+                    // as a safety net against a peer that never sends a final response, each
+                    // provisional re-arms a Timer C-like limit (§16.6: more than 3 minutes).
+                    tx.deadline = Some(now + TIMER_C);
                     self.events.push_back(Event::Response {
                         tx: id,
                         response: resp,
