@@ -9,7 +9,7 @@
 //! a pause listed and silent; a mono voicemail file; the third leg's ports freed on removal.
 //!
 //! No SIP: the relay is driven through its handle as the B2BUA drives it. Every test uses its
-//! own 100-port slice of 43000-43999 so the tests run in parallel; every wait polls a condition
+//! own 50-port slice of 43000-43899 (media_rtcp has 43900-43999) so the tests run in parallel; every wait polls a condition
 //! (packets counted at a peer, an event) with a deadline, and nothing asserts on elapsed time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -195,11 +195,11 @@ struct Call {
 }
 
 impl Call {
-    /// A bridged call on ports `first..first + 99`, A talking `fa` Hz and B `fb` Hz (0: silent).
+    /// A bridged call on ports `first..first + 49`, A talking `fa` Hz and B `fb` Hz (0: silent).
     fn start(first: u16, fa: f64, fb: f64) -> Call {
         let rt = runtime();
         let (relay, events) =
-            MediaRelay::start(RelayConfig::default().ports(first, first + 99)).unwrap();
+            MediaRelay::start(RelayConfig::default().ports(first, first + 49)).unwrap();
         let (mut a, mut b) = (Peer::new(), Peer::new());
         let media = relay.add_call(a.setup(), b.setup()).unwrap();
         if fa > 0.0 {
@@ -603,4 +603,38 @@ fn the_third_leg_follows_an_update_to_a_new_address() {
     // And what the moved phone says reaches B once B hears C.
     call.hears(Leg::B, &[Leg::A, Leg::C]);
     call.b.hear_until(|f| share(f, 1500.0) > 0.3);
+}
+
+#[test]
+fn an_a_law_caller_gets_a_law_frames() {
+    let (relay, _events) = MediaRelay::start(RelayConfig::default().ports(43750, 43799)).unwrap();
+    let (a, b) = (Peer::new(), Peer::new());
+    let a_law = LegSetup::new(Some(a.addr()), PayloadTypes::of(&[8]));
+    let media = relay.add_call(a_law, b.setup()).unwrap();
+    relay
+        .audio(
+            media.id,
+            AudioCommand::Play {
+                leg: Leg::A,
+                items: vec![],
+                music: Some(tone_prompt(500.0, 300)),
+                tag: 0,
+            },
+        )
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + WAIT;
+    let mut samples = Vec::new();
+    while samples.len() < 20 * FRAME_SAMPLES {
+        assert!(Instant::now() < deadline, "no frames");
+        let Ok(n) = a.sock.recv(&mut buf) else {
+            continue;
+        };
+        let (h, payload) = rtp_payload(&buf[..n]).unwrap();
+        assert_eq!(h.payload_type, 8, "PCMA negotiated, PCMA sent");
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        decode_into(Law::A, payload, &mut pcm);
+        samples.extend_from_slice(&pcm);
+    }
+    assert!(share(&samples, 500.0) > 0.9);
 }
