@@ -6,7 +6,9 @@
 //! - [`core`]: the sans-IO call state machines ([`B2bua`]): INVITE → queue → offer → fork to
 //!   the agent's phones → bridge → BYE, CANCEL/abandon, refusals, RTP-timeout clearing, CDRs;
 //!   what callers hear and press before an agent (early answer, music, announcements, IVR,
-//!   callback request, voicemail).
+//!   callback request, voicemail); hold/resume by re-INVITE (core/hold.rs), blind and
+//!   attended transfer by REFER with and without `Replaces` (core/transfer.rs), and calls
+//!   from agents' registered phones to colleagues or queues (core/internal.rs).
 //! - [`control`]: call control from the API (hold, transfer, recording, supervisor monitor,
 //!   hang-up) and the list of live calls, carried to the driver on a channel.
 //! - `driver`: the tokio task that feeds the core and executes its outputs.
