@@ -1490,6 +1490,56 @@ mod tests {
     }
 
     #[test]
+    fn attended_transfer_after_consulting_a_queue_ends_both_contacts_in_the_engine() {
+        let mut h = Harness::new();
+        let (x_contact, invite) = connected(&mut h);
+        dial_from_phone(&mut h, "sales");
+        let y_contact = h
+            .routing()
+            .into_iter()
+            .find_map(|i| match i {
+                Input::NewContact(n) => Some(n.id),
+                _ => None,
+            })
+            .unwrap();
+        let out = offer_1002(&mut h, y_contact);
+        let to_1002 = methods(&out, PHONE2, &Method::Invite).remove(0);
+        let out = h.send(PHONE2, &reply(&to_1002, "200 OK", &sdp(52000)));
+        let ok = out
+            .iter()
+            .find(|(a, m)| a.to_string() == PHONE && m.status() == Some(200))
+            .unwrap()
+            .1
+            .clone();
+        let to = header(&ok, &HeaderName::To);
+        let ytag = to.split("tag=").nth(1).unwrap().to_owned();
+        assert!(matches!(h.routing()[..], [Input::OfferAccepted { .. }]));
+
+        let out = refer(
+            &mut h,
+            &invite,
+            &format!(
+                "<sip:sales@127.0.0.1?Replaces=consult%40phone%3Bto-tag%3D{ytag}%3Bfrom-tag%3Dcph>"
+            ),
+        );
+        assert_eq!(statuses(&out), vec![202]);
+        assert_eq!(methods(&out, PHONE2, &Method::Invite).len(), 1, "re-INVITE");
+        let ended: Vec<ContactId> = h
+            .routing()
+            .into_iter()
+            .filter_map(|i| match i {
+                Input::ContactEnded { contact } => Some(contact),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            ended.contains(&x_contact) && ended.contains(&y_contact),
+            "{ended:?}"
+        );
+        assert_eq!(h.core.active_calls(), 1);
+    }
+
+    #[test]
     fn agent_phone_dialling_a_queue_name_enters_that_queue_after_digest() {
         let mut h = Harness::new();
         connected(&mut h);
