@@ -353,6 +353,7 @@ impl<M: MediaPort> B2bua<M> {
                 };
                 tracing::info!(%contact, branch = n, "attended transfer connected");
                 self.media.audio(media, AudioCommand::Reset);
+                self.supervisor_after_reset(x);
                 let to = self.winner_agent(x);
                 self.transferor_cdr(now, x, w, format!("attended:{to}"));
                 self.notify_refer(now, x, w, "SIP/2.0 200 OK", true);
@@ -637,6 +638,7 @@ impl<M: MediaPort> B2bua<M> {
                 c.transfer = None;
             }
             self.media.audio(media, AudioCommand::Reset);
+            self.supervisor_after_reset(key);
             return Err(ControlError::NoPhone);
         }
         Ok(())
@@ -719,6 +721,7 @@ impl<M: MediaPort> B2bua<M> {
         let (media, tenant, contact) = (call.media.id, call.tenant, call.contact);
         let direct = call.transfer.take();
         self.media.audio(media, AudioCommand::Reset);
+        self.supervisor_after_reset(key);
         tracing::info!(%contact, branch = i, "transfer connected");
         if let Some(t) = direct {
             if let Some(b) = t.transferor {
@@ -792,6 +795,7 @@ impl<M: MediaPort> B2bua<M> {
                 }
                 // Back to the transferor.
                 self.media.audio(media, AudioCommand::Reset);
+                self.supervisor_after_reset(key);
             }
             None => {
                 // The transferor is gone: back into the queue rather than dropped.
