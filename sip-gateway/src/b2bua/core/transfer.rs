@@ -17,9 +17,10 @@
 //! hears about. While they ring the caller hears music and the transferor stays connected:
 //! - answered → `NOTIFY 200`, BYE to the transferor, leg B moves to the new phone, and the
 //!   engine gets `ContactEnded` (the transferor goes into wrap-up). From then on the call runs
-//!   outside the engine: the new agent is **not** marked busy there (a second offer to that
-//!   agent finds a busy phone, 486, and goes to the next agent), and the CDR carries the
-//!   transferor's leg as `transferred` and the new agent as the call's agent.
+//!   outside the engine: the new agent is **not** marked busy there (the engine may offer
+//!   that agent another call; a phone that is busy answers 486 and the engine moves on), and
+//!   the CDR carries the transferor's leg as `transferred` (`transfer` = `blind:<agent>`) and
+//!   the new agent as the call's agent.
 //! - all phones refuse → `NOTIFY` with the final status, and the caller is back with the
 //!   transferor (plain bridge); if the transferor has hung up meanwhile, the caller goes back
 //!   into the call's queue instead of being dropped.
@@ -40,8 +41,9 @@
 //! `ContactEnded` (the transferor's wrap-up). A `Replaces` naming no call of ours is `404`, one
 //! naming a call that is not the transferor's own consultation is `403`.
 //!
-//! The transferor's dialog is one in which we are the UAC (we sent its INVITE with CSeq 1), so
-//! the NOTIFYs and the BYE we send there count on from a CSeq of our own ([`Transfer::cseq`]).
+//! The transferor's dialog is one in which we are the UAC, so the NOTIFYs and the BYE we send
+//! there count on from a CSeq of our own (`Call::transfer_cseq`, above the INVITE's and the
+//! session timer's refreshes).
 
 use acd_core::{AgentId, Input, OfferId, QueueId};
 use bytes::Bytes;
