@@ -8,6 +8,7 @@ mod config;
 mod provision;
 mod recording_retention;
 mod routing_host;
+mod screen_pop;
 mod serve;
 mod simulate;
 mod sip_wiring;

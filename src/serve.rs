@@ -107,8 +107,15 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         watch::channel(sip_wiring::recording_settings(&config.data_dir));
     tokio::spawn(sip_wiring::forward_actions(actions, actions_tx));
     let cdr_writer = tokio::spawn(sip_wiring::persist_cdrs(store.clone(), cdr_rx, cdr_actions));
+    // Screen pop: the agent's desktop shows the caller the moment the phone answers.
+    let (pops_tx, pops_rx) = mpsc::unbounded_channel();
+    tokio::spawn(crate::screen_pop::run(
+        state.clone(),
+        routing.subscribe_actions(),
+        pops_rx,
+    ));
     tokio::spawn(sip_wiring::run_routing(
-        routing, updates, sip_inputs, models, tenants,
+        routing, updates, sip_inputs, models, tenants, pops_tx,
     ));
     let gateway = sip_gateway::gateway::start(
         sip_wiring::gateway_config(&config)?,

@@ -418,6 +418,7 @@ pub async fn run_routing(
     mut sip_inputs: mpsc::UnboundedReceiver<(Uuid, Input)>,
     models: watch::Sender<Arc<GatewayModel>>,
     mut tenants: HashMap<TenantId, TenantEntry>,
+    pops: mpsc::UnboundedSender<(TenantId, Input)>,
 ) {
     let mut sip_open = true;
     // Two changes of a tenant publish after their commits, in either order; a snapshot older
@@ -448,6 +449,16 @@ pub async fn run_routing(
             },
             input = sip_inputs.recv(), if sip_open => match input {
                 Some((tenant, input)) => {
+                    // The screen pop needs the contact's attributes and the acceptance.
+                    if matches!(
+                        input,
+                        Input::NewContact(_)
+                            | Input::OfferAccepted { .. }
+                            | Input::OfferRejected { .. }
+                            | Input::ContactEnded { .. }
+                    ) {
+                        let _ = pops.send((TenantId(tenant), input.clone()));
+                    }
                     if !routing.input(TenantId(tenant), input).await {
                         tracing::warn!(%tenant, "routing input for a tenant without an engine");
                     }

@@ -2088,6 +2088,20 @@ impl AppState {
         caller_number: &str,
         contact_id: &str,
     ) -> Result<Event, StoreError> {
+        self.screen_pop_with(tenant, agent, caller_number, contact_id, Default::default())
+            .await
+    }
+
+    /// [`Self::screen_pop`] with the contact's attributes (IVR choices, digits the caller
+    /// entered), which travel in the event for the agent to see.
+    pub async fn screen_pop_with(
+        &self,
+        tenant: TenantId,
+        agent: &str,
+        caller_number: &str,
+        contact_id: &str,
+        attributes: std::collections::BTreeMap<String, String>,
+    ) -> Result<Event, StoreError> {
         let customer = match normalize_e164(caller_number) {
             Some(n) => find_by_identity(self.store(), tenant, IdentityKind::Phone, &n).await?,
             None => None,
@@ -2104,6 +2118,7 @@ impl AppState {
             caller_number: caller_number.to_owned(),
             customer: customer.map(Box::new),
             timeline,
+            attributes,
         };
         self.events().publish(Envelope {
             tenant,

@@ -47,6 +47,10 @@ pub enum Event {
         customer: Option<Box<Customer>>,
         /// Latest timeline items of that customer, newest first.
         timeline: Vec<TimelineItem>,
+        /// What the call brought along: the dialled number, IVR choices (e.g. `language`) and
+        /// digits the caller entered (e.g. a customer number), by attribute name.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        attributes: std::collections::BTreeMap<String, String>,
     },
     /// The tenant's routing configuration changed (supervisor wallboards reload).
     RoutingChanged {
