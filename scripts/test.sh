@@ -17,6 +17,7 @@ say() { printf '\n==> %s\n' "$*"; }
 # --- 1. Debian packages the end-to-end tests drive -------------------------------------------
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || need+=(baresip)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     say "installing ${need[*]}"
