@@ -95,6 +95,7 @@ fn baresip_answers_a_queue_call_and_both_sides_hear_each_others_tone() {
         .iter()
         .filter(|(_, f)| frame_tone(f, &[600.0, 1000.0], 0.005) == Some(600.0))
         .count();
+    eprintln!("caller: 600 Hz in {frames_600} of {} frames", heard.len());
     if frames_600 < 100 {
         phone.dump();
         panic!(
@@ -123,6 +124,10 @@ fn baresip_answers_a_queue_call_and_both_sides_hear_each_others_tone() {
     assert!(
         p1000 > 0.01 && p1000 > 100.0 * p600,
         "baresip's recording: 1000 Hz {p1000}, 600 Hz {p600} ({} samples)",
+        samples.len()
+    );
+    eprintln!(
+        "baresip's recording: {} samples, 1000 Hz {p1000:.4}, 600 Hz {p600:.6}",
         samples.len()
     );
     phone.stop(Duration::from_secs(5));
