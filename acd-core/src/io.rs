@@ -142,6 +142,20 @@ pub enum Input {
         /// The target queue.
         queue: QueueId,
     },
+    /// See [`crate::Engine::handle_assign_to_agent`].
+    AssignToAgent {
+        /// The contact.
+        contact: ContactId,
+        /// The agent who has it now.
+        agent: AgentId,
+    },
+    /// See [`crate::Engine::handle_agent_busy`].
+    AgentBusy {
+        /// The agent.
+        agent: AgentId,
+        /// Whether the agent is on a call outside the queues.
+        busy: bool,
+    },
     /// See [`crate::Engine::handle_timeout`].
     Timeout,
 }
@@ -310,6 +324,22 @@ pub enum Action {
         /// The new state.
         state: AgentState,
     },
+    /// The contact was assigned to `agent` by [`crate::Engine::handle_assign_to_agent`]
+    /// (a transfer straight to that agent's phone, already connected by the shell): the
+    /// engine counts the agent busy with it from now on. The shell's cue for the agent's
+    /// screen pop, like an accepted `Offer`.
+    Assigned {
+        /// The contact.
+        contact: ContactId,
+        /// The agent who has it now.
+        agent: AgentId,
+        /// The contact's queue.
+        queue: QueueId,
+        /// The contact's channel.
+        channel: Channel,
+        /// The agent who had it before (now in wrap-up for it), if it was connected.
+        from: Option<AgentId>,
+    },
     /// A queue-log row to persist.
     QueueLog(QueueLogEvent),
 }
@@ -390,6 +420,16 @@ pub enum QueueLogKind {
         /// The target queue.
         to: QueueId,
         /// Time in queue, ms (0 when transferred after connect).
+        wait_ms: u64,
+    },
+    /// Assigned straight to an agent (the row's agent) by the shell: a direct or attended
+    /// transfer to that agent's phone. When the contact was connected, the previous
+    /// agent's `complete` row precedes this one; when it was waiting or ringing, this row
+    /// counts as answered (like `connect`).
+    Assign {
+        /// The agent who had it before, if it was connected.
+        from: Option<AgentId>,
+        /// Time in queue until the assignment, ms (0 when it was connected).
         wait_ms: u64,
     },
     /// Became a callback (keeps its position).

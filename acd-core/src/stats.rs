@@ -278,6 +278,17 @@ impl IntervalAggregator {
                     b.answered_within_sl += 1;
                 }
             }
+            QueueLogKind::Assign {
+                from: None,
+                wait_ms,
+            } => {
+                let b = self.bucket(queue, event.at);
+                b.answered += 1;
+                b.answered_wait_ms += wait_ms;
+                if *wait_ms <= threshold {
+                    b.answered_within_sl += 1;
+                }
+            }
             QueueLogKind::Abandon { wait_ms, .. } => {
                 let b = self.bucket(queue, event.at);
                 b.abandoned += 1;

@@ -249,6 +249,7 @@ impl Engine {
                 wrapping: 0,
                 no_answer_streak: 0,
                 handled: 0,
+                external_call: false,
                 state: AgentState::LoggedOut,
                 state_since: Timestamp::ZERO,
                 time: TimePerState::default(),
@@ -557,6 +558,10 @@ impl Engine {
             Input::ContactEnded { contact } => self.handle_contact_ended(now, contact),
             Input::WrapUpEnded { contact } => self.handle_wrap_up_ended(now, contact),
             Input::Transfer { contact, queue } => self.handle_transfer(now, contact, &queue),
+            Input::AssignToAgent { contact, agent } => {
+                self.handle_assign_to_agent(now, contact, &agent)
+            }
+            Input::AgentBusy { agent, busy } => self.handle_agent_busy(now, &agent, busy),
             Input::Timeout => {
                 self.handle_timeout(now);
                 Ok(())
@@ -1422,6 +1427,154 @@ impl Engine {
         if let Some(record) = self.contacts.remove(&contact) {
             self.enter_queue(now, record, target, 0);
         }
+        self.settle(now);
+        Ok(())
+    }
+
+    /// The contact now belongs to `agent`: the shell connected it to that agent's phone
+    /// outside the engine's offers (a blind transfer straight to the agent, an attended
+    /// transfer to a consulted colleague).
+    ///
+    /// - Connected to another agent: that agent's conversation ends (a `complete` row, and
+    ///   wrap-up as after [`Engine::handle_contact_ended`]); the contact is not offered back
+    ///   to that agent during the wrap-up.
+    /// - Waiting or ringing: it leaves its queue (offers are cancelled, `Withdrawn`) and
+    ///   counts as answered there with its wait so far.
+    ///
+    /// Then the contact is connected to `agent`, whose slot for the channel it takes (the
+    /// agent leaves the available sets when full); an `assign` row and
+    /// [`Action::Assigned`] follow. Its later [`Engine::handle_contact_ended`] puts `agent`
+    /// into the queue's wrap-up. If `agent` is logged out, has no room on the channel, is on
+    /// a call outside the queues (voice) or already has the contact, this is an error and
+    /// nothing changes. If `agent` is in wrap-up for this very contact (it came back), that
+    /// wrap-up ends first.
+    pub fn handle_assign_to_agent(
+        &mut self,
+        now: Timestamp,
+        contact: ContactId,
+        agent: &AgentId,
+    ) -> Result<(), EngineError> {
+        let b = self.agent_idx(agent)?;
+        let c = self
+            .contacts
+            .get(&contact)
+            .ok_or(EngineError::UnknownContact(contact))?;
+        let (phase, from, channel, home, entered) =
+            (c.phase, c.agent, c.channel, c.queue, c.entered);
+        let target = self.a(b);
+        if !target.logged_in {
+            return Err(EngineError::WrongState {
+                what: "assign",
+                state: "the agent is logged out",
+            });
+        }
+        if phase == Phase::Connected && from == Some(b) {
+            return Err(EngineError::WrongState {
+                what: "assign",
+                state: "the agent already has the contact",
+            });
+        }
+        let wrapping_it = self
+            .wrapups
+            .get(&contact)
+            .is_some_and(|l| l.iter().any(|w| w.agent == b));
+        let mut active = target.active;
+        if wrapping_it {
+            active[channel.index()] -= 1;
+        }
+        if !target.has_room_with(&active, channel) {
+            return Err(EngineError::WrongState {
+                what: "assign",
+                state: "the agent has no free capacity on the channel",
+            });
+        }
+        // From here on nothing can fail.
+        if wrapping_it {
+            self.finish_wrap_up(now, contact, b);
+        }
+        let wait_ms = match phase {
+            Phase::Connected => {
+                self.end_conversation(now, contact);
+                if let Some(c) = self.contacts.get_mut(&contact) {
+                    c.transferred = true;
+                }
+                None
+            }
+            Phase::Waiting | Phase::Offered => {
+                self.withdraw(now, contact, CancelReason::Withdrawn);
+                let wait_ms = now.ms_since(entered);
+                let queue = self.qm(home);
+                queue.counters.answered += 1;
+                queue.counters.answered_wait_ms += wait_ms;
+                if wait_ms <= queue.sl_ms {
+                    queue.counters.answered_within_sl += 1;
+                }
+                Some(wait_ms)
+            }
+        };
+        let target = self.am(b);
+        target.active[channel.index()] += 1;
+        target.busy += 1;
+        target.handled += 1;
+        if let Some(m) = target.members.iter_mut().find(|m| m.queue == home) {
+            m.handled += 1;
+        }
+        self.mark_agent(b);
+        if let Some(c) = self.contacts.get_mut(&contact) {
+            c.offers.clear();
+            c.phase = Phase::Connected;
+            c.agent = Some(b);
+            c.connected_at = now;
+            c.queue_served = home;
+        }
+        let from_id = match wait_ms {
+            None => from.map(|a| self.a(a).id.clone()),
+            Some(_) => None,
+        };
+        self.log(
+            now,
+            Some(home),
+            Some(contact),
+            Some(b),
+            QueueLogKind::Assign {
+                from: from_id.clone(),
+                wait_ms: wait_ms.unwrap_or(0),
+            },
+        );
+        self.actions.push_back(Action::Assigned {
+            contact,
+            agent: agent.clone(),
+            queue: self.q(home).id.clone(),
+            channel,
+            from: from_id,
+        });
+        self.settle(now);
+        Ok(())
+    }
+
+    /// The agent's phone is on a call outside the queues (`busy`), or no longer is: an
+    /// internal call between agents' phones, a consultation before an attended transfer.
+    /// While busy the agent is offered no voice contact (nor any contact with voice
+    /// exclusivity) and its summary state is busy; ending it restores availability with
+    /// no wrap-up, and the agent counts as idle from then. Idempotent, and accepted while
+    /// logged out (the flag outlives a logout and a login in between: the phone is still
+    /// on the call); an unknown agent is an error.
+    pub fn handle_agent_busy(
+        &mut self,
+        now: Timestamp,
+        agent: &AgentId,
+        busy: bool,
+    ) -> Result<(), EngineError> {
+        let a = self.agent_idx(agent)?;
+        let target = self.am(a);
+        if target.external_call == busy {
+            return Ok(());
+        }
+        target.external_call = busy;
+        if !busy && target.total_active() == 0 {
+            target.idle_since = now;
+        }
+        self.mark_agent(a);
         self.settle(now);
         Ok(())
     }

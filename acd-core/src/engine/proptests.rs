@@ -133,6 +133,10 @@ enum Op {
     Callback(usize),
     Transfer(usize, usize),
     Reconfigure(u8),
+    /// A direct transfer to agent `.1` connected (any known contact).
+    Assign(usize, usize),
+    /// The agent's phone starts or ends a call outside the queues.
+    Busy(usize, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -154,6 +158,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Callback),
         1 => (any::<usize>(), 0..3usize).prop_map(|(i, q)| Op::Transfer(i, q)),
         1 => (0..4u8).prop_map(Op::Reconfigure),
+        1 => (any::<usize>(), 0..AGENTS).prop_map(|(i, a)| Op::Assign(i, a)),
+        1 => (0..AGENTS, any::<bool>()).prop_map(|(a, b)| Op::Busy(a, b)),
     ]
 }
 
@@ -290,6 +296,11 @@ impl World {
                 Some(c) => e.handle_transfer(now, c, &QueueId::from(QUEUES[*q])),
                 None => Ok(()),
             },
+            Op::Assign(i, a) => match Self::pick(&known, *i) {
+                Some(c) => e.handle_assign_to_agent(now, c, &agent(*a)),
+                None => Ok(()),
+            },
+            Op::Busy(a, busy) => e.handle_agent_busy(now, &agent(*a), *busy),
             Op::Reconfigure(v) => {
                 self.variant = *v;
                 let config = self.config();
@@ -328,6 +339,16 @@ impl World {
                 }
                 Action::CancelOffer { offer, .. } => {
                     self.shadow.offers.remove(offer);
+                }
+                Action::Assigned {
+                    contact,
+                    agent,
+                    channel,
+                    ..
+                } => {
+                    self.shadow
+                        .connected
+                        .insert(*contact, (agent.clone(), *channel));
                 }
                 Action::QueueLog(ev) => {
                     match &ev.kind {
@@ -385,6 +406,18 @@ impl World {
             prop_assert!(
                 l[0] == 0 || others == 0,
                 "agent {a}: voice is exclusive but holds {l:?}"
+            );
+        }
+        // 1b. no voice offer to an agent on a call outside the queues.
+        for (c, a) in made {
+            let on_call = self
+                .engine
+                .agent_index
+                .get(a)
+                .is_some_and(|&ai| self.engine.a(ai).external_call);
+            prop_assert!(
+                !(on_call && self.shadow.home[c].1 == Channel::Voice),
+                "{c} offered to {a} during a call outside the queues"
             );
         }
         // 2. one agent per contact unless ring-all.

@@ -77,6 +77,7 @@ impl Engine {
             new.wrapping = old.wrapping;
             new.no_answer_streak = old.no_answer_streak;
             new.handled = old.handled;
+            new.external_call = old.external_call;
             new.state = old.state.clone();
             new.state_since = old.state_since;
             new.time = old.time;

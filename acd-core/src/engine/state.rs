@@ -115,6 +115,9 @@ pub(crate) struct Agent {
     pub wrapping: u32,
     pub no_answer_streak: u32,
     pub handled: u64,
+    /// On a call outside the queues (an internal or consultation call, or a call
+    /// assigned to a phone directly): no voice contact fits, and the summary is busy.
+    pub external_call: bool,
     pub state: AgentState,
     pub state_since: Timestamp,
     pub time: TimePerState,
@@ -272,18 +275,27 @@ impl Agent {
         self.active.iter().sum()
     }
 
-    /// Whether one more contact of `channel` fits (capacity and voice exclusivity).
+    /// Whether one more contact of `channel` fits (capacity, voice exclusivity, and a call
+    /// outside the queues, which occupies the agent's voice like a voice contact).
     pub fn has_room(&self, channel: Channel) -> bool {
+        self.has_room_with(&self.active, channel)
+    }
+
+    /// [`Agent::has_room`] with `active` as the slots in use.
+    pub fn has_room_with(&self, active: &[u32; 4], channel: Channel) -> bool {
         let c = channel.index();
-        if self.active[c] >= self.capacity[c] {
+        if active[c] >= self.capacity[c] {
+            return false;
+        }
+        if self.external_call && channel == Channel::Voice {
             return false;
         }
         if self.voice_exclusive {
             let voice = Channel::Voice.index();
             if channel == Channel::Voice {
-                return self.total_active() == 0;
+                return active.iter().sum::<u32>() == 0;
             }
-            return self.active[voice] == 0;
+            return active[voice] == 0 && !self.external_call;
         }
         true
     }
@@ -297,7 +309,7 @@ impl Agent {
             AgentState::LoggedOut
         } else if self.ringing > 0 {
             AgentState::Reserved
-        } else if self.busy > 0 {
+        } else if self.busy > 0 || self.external_call {
             AgentState::Busy
         } else if self.wrapping > 0 {
             AgentState::WrapUp

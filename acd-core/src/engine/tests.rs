@@ -1060,3 +1060,302 @@ capacity = { voice = 1, chat = 2, voice_exclusive = false }
         .unwrap();
     assert_eq!(one_offer(&h.drain()).1, 4);
 }
+
+// ----- assignment to an agent and calls outside the queues ------------------------------
+
+fn queue_log(actions: &[Action]) -> Vec<(QueueLogKind, Option<String>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::QueueLog(e) => Some((e.kind.clone(), e.agent.as_ref().map(|a| a.to_string()))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// alice answers contact `n`; returns nothing (actions drained).
+fn connect_alice(h: &mut Harness, n: u128) {
+    let (offer, c, agent) = one_offer(&h.arrive(n, "support"));
+    assert_eq!((c, agent.as_str()), (n, "alice"));
+    h.engine.handle_offer_accepted(h.now, offer).unwrap();
+    h.drain();
+}
+
+#[test]
+fn assign_from_connected_moves_the_contact_and_wraps_up_the_first_agent() {
+    let mut h = Harness::new(TWO_AGENTS);
+    h.login("alice");
+    connect_alice(&mut h, 1);
+    h.login("bob");
+    h.pause_bob();
+    h.now = h.now.plus_ms(20_000);
+    h.engine
+        .handle_assign_to_agent(h.now, ContactId::from_u128(1), &"bob".into())
+        .unwrap();
+    let out = h.drain();
+    assert!(out.iter().any(|a| matches!(a,
+        Action::Assigned { contact, agent, from: Some(from), channel: Channel::Voice, .. }
+            if contact.0.as_u128() == 1 && agent.as_str() == "bob" && from.as_str() == "alice")));
+    let rows = queue_log(&out);
+    assert_eq!(
+        rows,
+        vec![
+            (
+                QueueLogKind::Complete { talk_ms: 20_000 },
+                Some("alice".to_owned())
+            ),
+            (
+                QueueLogKind::Assign {
+                    from: Some("alice".into()),
+                    wait_ms: 0
+                },
+                Some("bob".to_owned())
+            ),
+        ]
+    );
+    assert_eq!(
+        h.engine.agent_state(&"alice".into()),
+        Some(AgentState::WrapUp)
+    );
+    assert_eq!(h.engine.agent_state(&"bob".into()), Some(AgentState::Busy));
+    let view = h.engine.contact(ContactId::from_u128(1)).unwrap();
+    assert_eq!(view.phase, ContactPhase::Connected);
+    assert_eq!(view.agents, vec![AgentId::from("bob")]);
+
+    // Bob is full: a new contact is not offered to him; alice gets it after her wrap-up.
+    h.engine.handle_agent_unpause(h.now, &"bob".into()).unwrap();
+    assert!(offers(&h.drain()).is_empty());
+    assert!(offers(&h.arrive(2, "support")).is_empty());
+    let (offer, c, agent) = one_offer(&h.advance(10_000));
+    assert_eq!((c, agent.as_str()), (2, "alice"));
+    h.engine.handle_offer_accepted(h.now, offer).unwrap();
+    h.drain();
+
+    // The contact's end puts bob into wrap-up; both handlings count (AHT per handling).
+    h.now = h.now.plus_ms(30_000);
+    h.engine
+        .handle_contact_ended(h.now, ContactId::from_u128(1))
+        .unwrap();
+    let out = h.drain();
+    assert_eq!(
+        queue_log(&out),
+        vec![(
+            QueueLogKind::Complete { talk_ms: 40_000 },
+            Some("bob".to_owned())
+        )]
+    );
+    assert_eq!(
+        h.engine.agent_state(&"bob".into()),
+        Some(AgentState::WrapUp)
+    );
+    h.advance(10_000);
+    assert_eq!(
+        h.engine.agent_state(&"bob".into()),
+        Some(AgentState::Available)
+    );
+    let stats = h.engine.queue_stats(h.now, &"support".into()).unwrap();
+    assert_eq!(stats.counters.answered, 2, "contact 1 once, contact 2 once");
+    assert_eq!(
+        stats.counters.handled, 2,
+        "alice's and bob's handling of contact 1"
+    );
+    assert_eq!(stats.counters.handle_ms, 20_000 + 10_000 + 40_000 + 10_000);
+}
+
+impl Harness {
+    fn pause_bob(&mut self) {
+        self.engine
+            .handle_agent_pause(self.now, &"bob".into(), "break")
+            .unwrap();
+        self.drain();
+    }
+}
+
+#[test]
+fn assign_from_waiting_counts_as_answered_and_from_ringing_cancels_the_offer() {
+    let mut h = Harness::new(TWO_AGENTS);
+    h.login("bob");
+    h.pause_bob();
+    assert!(offers(&h.arrive(1, "support")).is_empty());
+    h.now = h.now.plus_ms(5_000);
+    h.engine
+        .handle_assign_to_agent(h.now, ContactId::from_u128(1), &"bob".into())
+        .unwrap();
+    let out = h.drain();
+    assert_eq!(
+        queue_log(&out),
+        vec![(
+            QueueLogKind::Assign {
+                from: None,
+                wait_ms: 5_000
+            },
+            Some("bob".to_owned())
+        )]
+    );
+    let stats = h.engine.queue_stats(h.now, &"support".into()).unwrap();
+    assert_eq!((stats.waiting, stats.counters.answered), (0, 1));
+    assert_eq!(stats.counters.answered_wait_ms, 5_000);
+    assert_eq!(h.engine.agent_state(&"bob".into()), Some(AgentState::Busy));
+
+    // Ringing at alice (bob is busy), then assigned to bob once he is free again.
+    h.login("alice");
+    let (offer, c, agent) = one_offer(&h.arrive(2, "support"));
+    assert_eq!((c, agent.as_str()), (2, "alice"));
+    h.engine
+        .handle_contact_ended(h.now, ContactId::from_u128(1))
+        .unwrap();
+    h.engine
+        .handle_wrap_up_ended(h.now, ContactId::from_u128(1))
+        .unwrap();
+    h.drain();
+    h.engine
+        .handle_assign_to_agent(h.now, ContactId::from_u128(2), &"bob".into())
+        .unwrap();
+    let out = h.drain();
+    assert!(out.iter().any(|a| matches!(a,
+        Action::CancelOffer { offer: o, reason: CancelReason::Withdrawn, .. } if *o == offer)));
+    assert_eq!(
+        h.engine.agent_state(&"alice".into()),
+        Some(AgentState::Available)
+    );
+    assert_eq!(h.engine.agent_state(&"bob".into()), Some(AgentState::Busy));
+    let stats = h.engine.queue_stats(h.now, &"support".into()).unwrap();
+    assert_eq!((stats.ringing, stats.counters.answered), (0, 2));
+    assert!(h.engine.handle_offer_accepted(h.now, offer).is_err());
+}
+
+#[test]
+fn assign_is_refused_when_the_agent_is_full_logged_out_or_already_has_it() {
+    let mut h = Harness::new(TWO_AGENTS);
+    h.login("alice");
+    connect_alice(&mut h, 1);
+    let c1 = ContactId::from_u128(1);
+    let refused = |h: &mut Harness, agent: &str| {
+        let err = h.engine.handle_assign_to_agent(h.now, c1, &agent.into());
+        assert!(
+            matches!(err, Err(EngineError::WrongState { what: "assign", .. })),
+            "{err:?}"
+        );
+        assert!(h.drain().is_empty(), "nothing changes");
+        assert_eq!(
+            h.engine.contact(c1).unwrap().agents,
+            vec![AgentId::from("alice")]
+        );
+    };
+    refused(&mut h, "bob"); // logged out
+    refused(&mut h, "alice"); // already has it
+    h.login("bob");
+    h.engine
+        .handle_agent_busy(h.now, &"bob".into(), true)
+        .unwrap();
+    h.drain();
+    refused(&mut h, "bob"); // on an internal call
+    h.engine
+        .handle_agent_busy(h.now, &"bob".into(), false)
+        .unwrap();
+    h.drain();
+    let (offer, _, _) = one_offer(&h.arrive(2, "support"));
+    h.engine.handle_offer_accepted(h.now, offer).unwrap();
+    h.drain();
+    refused(&mut h, "bob"); // full
+    assert!(matches!(
+        h.engine
+            .handle_assign_to_agent(h.now, ContactId::from_u128(9), &"bob".into()),
+        Err(EngineError::UnknownContact(_))
+    ));
+    assert!(matches!(
+        h.engine.handle_assign_to_agent(h.now, c1, &"carol".into()),
+        Err(EngineError::UnknownAgent(_))
+    ));
+}
+
+#[test]
+fn an_agent_on_a_call_outside_the_queues_is_not_offered_voice_and_is_freed_after() {
+    let mut h = Harness::new(TWO_AGENTS);
+    h.login("alice");
+    h.engine
+        .handle_input(
+            h.now,
+            Input::AgentBusy {
+                agent: "alice".into(),
+                busy: true,
+            },
+        )
+        .unwrap();
+    let out = h.drain();
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::AgentStateChanged {
+            state: AgentState::Busy,
+            ..
+        }
+    )));
+    // Idempotent.
+    h.engine
+        .handle_agent_busy(h.now, &"alice".into(), true)
+        .unwrap();
+    assert!(h.drain().is_empty());
+    assert!(offers(&h.arrive(1, "support")).is_empty());
+    // Safe across logout and login: still on the call.
+    h.engine
+        .handle_agent_logout(h.now, &"alice".into())
+        .unwrap();
+    h.drain();
+    h.login("alice");
+    assert_eq!(
+        h.engine.agent_state(&"alice".into()),
+        Some(AgentState::Busy)
+    );
+    h.now = h.now.plus_ms(3_000);
+    h.engine
+        .handle_agent_busy(h.now, &"alice".into(), false)
+        .unwrap();
+    let out = h.drain();
+    let (_, c, agent) = one_offer(&out);
+    assert_eq!((c, agent.as_str()), (1, "alice"));
+    assert!(
+        queue_log(&out)
+            .iter()
+            .all(|(k, _)| !matches!(k, QueueLogKind::WrapUpEnd { .. }))
+    );
+    h.engine
+        .handle_agent_busy(h.now, &"alice".into(), false)
+        .unwrap();
+    assert!(h.drain().is_empty());
+    assert!(matches!(
+        h.engine.handle_agent_busy(h.now, &"carol".into(), true),
+        Err(EngineError::UnknownAgent(_))
+    ));
+}
+
+#[test]
+fn an_agent_on_an_outside_call_still_gets_chat_unless_voice_exclusive() {
+    let mut h = Harness::new(
+        r#"
+[queues.web]
+[agents.alice]
+queues = ["web"]
+capacity = { voice = 1, chat = 2, voice_exclusive = false }
+[agents.bob]
+queues = ["web"]
+capacity = { voice = 1, chat = 2, voice_exclusive = true }
+"#,
+    );
+    h.login("alice");
+    h.engine
+        .handle_agent_busy(h.now, &"alice".into(), true)
+        .unwrap();
+    h.drain();
+    let (_, _, agent) = one_offer(&h.arrive_with(1, "web", Channel::Chat, 0, None));
+    assert_eq!(agent, "alice");
+    h.engine
+        .handle_agent_logout(h.now, &"alice".into())
+        .unwrap();
+    h.drain();
+    h.login("bob");
+    h.engine
+        .handle_agent_busy(h.now, &"bob".into(), true)
+        .unwrap();
+    h.drain();
+    assert!(offers(&h.arrive_with(2, "web", Channel::Chat, 0, None)).is_empty());
+}
