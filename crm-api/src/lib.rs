@@ -17,6 +17,7 @@
 //!   through a [`calls::CallControlPort`] the binary connects to the SIP side.
 //! - [`routing`]: routing administration, audit, the live [`routing::RoutingUpdate`] channel.
 //! - [`sip_credentials`]: agents' SIP extensions and digest secrets (HA1 per tenant realm).
+//! - [`prompts`]: tenants' own prompts and music (WAV uploads, applied live).
 //! - [`provision`]: applying a routing TOML file.
 //! - [`demo`]: the demo tenant.
 //!
@@ -57,6 +58,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod prompts;
 pub mod provision;
 pub mod routing;
 pub mod sip_credentials;
@@ -130,6 +132,12 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(calls::monitor, calls::stop_monitor))
         .routes(routes!(calls::hangup))
         .routes(routes!(routing::list_audit))
+        .routes(routes!(prompts::list_prompts))
+        .routes(routes!(
+            prompts::get_prompt,
+            prompts::put_prompt,
+            prompts::delete_prompt
+        ))
         .split_for_parts()
 }
 

@@ -32,6 +32,10 @@ struct Inner {
     principals: dashmap::DashMap<String, (Principal, DateTime<Utc>)>,
     /// The channel to the SIP side's call control, set once by the binary.
     call_control: std::sync::OnceLock<crate::calls::CallControlPort>,
+    /// `<data_dir>` for tenants' prompt uploads (crate::prompts), set once by the binary.
+    data_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// Tenants whose uploaded prompts changed (crate::prompts).
+    prompts: broadcast::Sender<TenantId>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -51,6 +55,7 @@ impl AppState {
     /// State over `store` with an injected clock (tests use [`crate::clock::FakeClock`]).
     pub fn with_clock(store: Store, clock: Arc<dyn Clock>) -> Self {
         let (routing, _) = broadcast::channel(64);
+        let (prompts, _) = broadcast::channel(64);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -62,6 +67,8 @@ impl AppState {
                 dummy_hash: tokio::sync::OnceCell::new(),
                 principals: dashmap::DashMap::new(),
                 call_control: std::sync::OnceLock::new(),
+                data_dir: std::sync::OnceLock::new(),
+                prompts,
             }),
         }
     }
@@ -151,6 +158,27 @@ impl AppState {
     /// The call-control port, when the SIP side is wired.
     pub fn call_control(&self) -> Option<&crate::calls::CallControlPort> {
         self.inner.call_control.get()
+    }
+
+    /// Sets the data directory under which tenants' prompt uploads are stored (once; later
+    /// calls are ignored). Without it the prompt endpoints answer `503`.
+    pub fn set_data_dir(&self, dir: std::path::PathBuf) {
+        let _ = self.inner.data_dir.set(dir);
+    }
+
+    /// The data directory, when set.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.inner.data_dir.get().map(std::path::PathBuf::as_path)
+    }
+
+    /// Subscribes to prompt changes: the tenant whose uploads changed (reload
+    /// [`crate::prompts::tenant_dir`]).
+    pub fn subscribe_prompts(&self) -> broadcast::Receiver<TenantId> {
+        self.inner.prompts.subscribe()
+    }
+
+    pub(crate) fn publish_prompts(&self, tenant: TenantId) {
+        let _ = self.inner.prompts.send(tenant);
     }
 
     /// The hub that feeds `/api/v1/events` sockets.

@@ -108,6 +108,59 @@ pub struct TenantMedia {
     /// Dialled number → the menu it enters (DIDs that lead to a queue are in
     /// [`TenantModel::dids`]).
     pub entry_menus: HashMap<String, String>,
+    /// The tenant's own uploaded prompts and music, looked up before the operator's overrides
+    /// and the built-ins (core/queue_media.rs).
+    pub prompts: TenantPrompts,
+}
+
+/// A tenant's uploaded prompts, already converted to 8 kHz mono, by (language, name).
+///
+/// Shared (`Arc`) because the model is cloned into the gateway's index on every change and a
+/// music file is megabytes; the binary loads it off the SIP task (the resampling is the slow
+/// part) and hands it over with the model. Equality compares the audio, `Debug` only the names.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TenantPrompts(Arc<HashMap<(String, String), Arc<crate::audio::prompt::Prompt>>>);
+
+impl TenantPrompts {
+    /// A set from `(language, name) → prompt`.
+    pub fn new(
+        prompts: HashMap<(String, String), Arc<crate::audio::prompt::Prompt>>,
+    ) -> TenantPrompts {
+        TenantPrompts(Arc::new(prompts))
+    }
+
+    /// The upload `name` in `lang`.
+    pub fn get(&self, lang: &str, name: &str) -> Option<Arc<crate::audio::prompt::Prompt>> {
+        self.0.get(&(lang.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// The upload `name` in any language (the alphabetically first), for a call whose
+    /// language has no such upload and no operator or built-in prompt of that name either.
+    pub fn get_any(&self, name: &str) -> Option<Arc<crate::audio::prompt::Prompt>> {
+        self.0
+            .iter()
+            .filter(|((_, n), _)| n == name)
+            .min_by(|a, b| a.0.0.cmp(&b.0.0))
+            .map(|(_, p)| p.clone())
+    }
+
+    /// How many uploads.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for TenantPrompts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.0.keys().map(|(l, n)| format!("{l}/{n}")).collect();
+        names.sort();
+        f.debug_tuple("TenantPrompts").field(&names).finish()
+    }
 }
 
 /// Where an IVR choice leads.

@@ -231,8 +231,37 @@ impl<M: MediaPort> B2bua<M> {
         let lang = self.language_of(key);
         names
             .iter()
-            .filter_map(|n| self.experience.prompt(&lang, n))
+            .filter_map(|n| self.prompt_for(key, &lang, n))
             .collect()
+    }
+
+    /// The prompt `name` for a call, in this order: the call's tenant's upload in `lang`, the
+    /// operator's override or the built-in prompt (the library, `lang` then the common set),
+    /// and last the tenant's upload of that name in another language (music is usually
+    /// uploaded once, under any language). `None` with a log line when nothing has it.
+    pub(super) fn prompt_for(
+        &mut self,
+        key: CallKey,
+        lang: &str,
+        name: &str,
+    ) -> Option<Arc<Prompt>> {
+        let uploads = self
+            .calls
+            .get(&key)
+            .and_then(|c| self.index.media.get(&c.tenant))
+            .map(|m| m.prompts.clone())
+            .filter(|u| !u.is_empty());
+        if let Some(u) = uploads {
+            if let Some(p) = u.get(lang, name) {
+                return Some(p);
+            }
+            if self.experience.library().get(lang, name).is_err()
+                && let Some(p) = u.get_any(name)
+            {
+                return Some(p);
+            }
+        }
+        self.experience.prompt(lang, name)
     }
 
     /// Hook of `new_call`: answer at once and start the greeting and music when the queue
@@ -330,7 +359,7 @@ impl<M: MediaPort> B2bua<M> {
     fn play_queue_media(&mut self, now: Now, key: CallKey, qm: &QueueMedia, with_greeting: bool) {
         let lang = self.language_of(key);
         let items: Vec<Arc<Prompt>> = match (&qm.greeting, with_greeting) {
-            (Some(g), true) => self.experience.prompt(&lang, g).into_iter().collect(),
+            (Some(g), true) => self.prompt_for(key, &lang, g).into_iter().collect(),
             _ => Vec::new(),
         };
         if let (Some(g), Some(m)) = (items.first(), self.experience.calls.get_mut(&key)) {
@@ -339,7 +368,7 @@ impl<M: MediaPort> B2bua<M> {
         let music = qm
             .music
             .as_deref()
-            .and_then(|m| self.experience.prompt(&lang, m));
+            .and_then(|m| self.prompt_for(key, &lang, m));
         self.play(key, items, music);
     }
 
@@ -349,7 +378,7 @@ impl<M: MediaPort> B2bua<M> {
             .queue_media_of(key)
             .and_then(|m| m.music)
             .unwrap_or_else(|| FALLBACK_MUSIC.to_owned());
-        self.experience.prompt(&lang, &name)
+        self.prompt_for(key, &lang, &name)
     }
 
     /// Puts a contact that the IVR routed to `queue` into the engine, with the attributes
@@ -1105,6 +1134,42 @@ pub(super) mod tests {
             matches!(h.routing()[..], [Input::ContactAbandoned { contact: c }] if c == contact)
         );
         assert_eq!(h.core.active_calls(), 0);
+    }
+
+    #[test]
+    fn a_tenant_upload_wins_over_the_builtin_and_applies_to_the_next_call_without_restart() {
+        let mut h = Harness::new();
+        let mut media = music_media();
+        media
+            .queues
+            .get_mut(&QueueId::new("support"))
+            .unwrap()
+            .music = Some("my_music".into());
+        with_media(&mut h, media.clone());
+        invite_to(&mut h, "100", "z9hG4bKup1");
+        let Some((_, AudioCommand::Play { music, .. })) = h.core.media.audio.last().cloned() else {
+            panic!("no play");
+        };
+        assert!(music.is_none(), "no such prompt yet: greeting only");
+
+        // Uploaded (under another language than the call's) while the gateway runs.
+        let upload = Arc::new(Prompt::from_samples(vec![7; 800]));
+        let own_welcome = Arc::new(Prompt::from_samples(vec![9; 400]));
+        media.prompts = crate::b2bua::model::TenantPrompts::new(HashMap::from([
+            (("de".to_owned(), "my_music".to_owned()), upload.clone()),
+            (("en".to_owned(), "welcome".to_owned()), own_welcome.clone()),
+        ]));
+        with_media(&mut h, media);
+        invite_to(&mut h, "100", "z9hG4bKup2");
+        let Some((_, AudioCommand::Play { items, music, .. })) = h.core.media.audio.last() else {
+            panic!("no play");
+        };
+        assert_eq!(music.as_deref(), Some(&*upload), "the upload is the music");
+        assert_eq!(
+            items.first().map(|p| &**p),
+            Some(&*own_welcome),
+            "the tenant's greeting wins over the built-in one"
+        );
     }
 
     #[test]
