@@ -76,6 +76,22 @@ impl Baresip {
         ports: Ports,
         source_wav: &Path,
     ) -> Baresip {
+        let account = format!(
+            "<sip:{extension}@{server}>;auth_pass={password};answermode=auto;audio_codecs=PCMU,PCMA;outbound=\"sip:127.0.0.1:{}\"",
+            ports.proxy
+        );
+        Baresip::start_account(dir, server, &account, ports, source_wav)
+    }
+
+    /// As [`Self::start`], with the `accounts` line given (e.g. a caller that does not
+    /// register: `<sip:+4930222333@127.0.0.1>;regint=0`).
+    pub fn start_account(
+        dir: &Path,
+        server: SocketAddr,
+        account: &str,
+        ports: Ports,
+        source_wav: &Path,
+    ) -> Baresip {
         std::fs::create_dir_all(dir.join("rec")).unwrap();
         let proxy = Md5OnlyProxy::start(ports.proxy, server);
         std::fs::write(
@@ -108,14 +124,7 @@ impl Baresip {
             ),
         )
         .unwrap();
-        std::fs::write(
-            dir.join("accounts"),
-            format!(
-                "<sip:{extension}@{server}>;auth_pass={password};answermode=auto;audio_codecs=PCMU,PCMA;outbound=\"sip:127.0.0.1:{}\"\n",
-                ports.proxy
-            ),
-        )
-        .unwrap();
+        std::fs::write(dir.join("accounts"), format!("{account}\n")).unwrap();
         let log = dir.join("baresip.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new("baresip")
@@ -236,14 +245,14 @@ impl Baresip {
         let _ = self.child.wait();
     }
 
-    /// How many challenges the proxy saw zentrale send (401 responses).
+    /// How many challenges the proxy saw zentrale send (401 and 407 responses).
     pub fn challenges_seen(&self) -> usize {
         self.proxy.challenges.load(Ordering::Relaxed)
     }
 }
 
-/// A UDP forwarder between baresip and zentrale that removes `WWW-Authenticate` lines naming
-/// SHA-256 from zentrale's responses (see the module docs); stops when dropped.
+/// A UDP forwarder between baresip and zentrale that removes `WWW-Authenticate` and
+/// `Proxy-Authenticate` lines naming SHA-256 from zentrale's responses (see the module docs); stops when dropped.
 pub struct Md5OnlyProxy {
     stop: Arc<AtomicBool>,
     challenges: Arc<std::sync::atomic::AtomicUsize>,
@@ -277,13 +286,15 @@ impl Md5OnlyProxy {
                 };
                 if from == server {
                     let text = String::from_utf8_lossy(&buf[..n]);
-                    if text.starts_with("SIP/2.0 401") {
+                    if text.starts_with("SIP/2.0 401") || text.starts_with("SIP/2.0 407") {
                         challenges2.fetch_add(1, Ordering::Relaxed);
                     }
                     let kept: Vec<&str> = text
                         .split("\r\n")
                         .filter(|l| {
-                            !(l.to_ascii_lowercase().starts_with("www-authenticate")
+                            let name = l.to_ascii_lowercase();
+                            !((name.starts_with("www-authenticate")
+                                || name.starts_with("proxy-authenticate"))
                                 && l.contains("SHA-256"))
                         })
                         .collect();
