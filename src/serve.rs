@@ -59,6 +59,9 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         None
     };
     let state = crm_api::AppState::new(store.clone());
+    // Tenants' prompt uploads live under the data directory (crm_api::prompts).
+    state.set_data_dir(config.data_dir.clone());
+    let prompt_changes = state.subscribe_prompts();
 
     // Routing engines: one per tenant, reconfigured live whenever the API saves a change; the
     // same task feeds them the SIP side's inputs (sip_wiring.rs).
@@ -95,7 +98,14 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 
     // SIP and media.
     let (models, model_rx) = watch::channel(Arc::new(GatewayModel::default()));
-    sip_wiring::publish_model(&models, &tenants);
+    let prompt_sets = sip_wiring::load_all_prompts(&config.data_dir);
+    sip_wiring::publish_model(&models, &tenants, &prompt_sets);
+    let (prompt_sets_tx, prompt_sets_rx) = mpsc::unbounded_channel();
+    tokio::spawn(sip_wiring::reload_prompts(
+        config.data_dir.clone(),
+        prompt_changes,
+        prompt_sets_tx,
+    ));
     let (sip_inputs_tx, sip_inputs) = mpsc::unbounded_channel();
     let (actions_tx, actions_rx) = mpsc::unbounded_channel();
     let (cdr_tx, cdr_rx) = mpsc::unbounded_channel();
@@ -115,7 +125,13 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         pops_rx,
     ));
     tokio::spawn(sip_wiring::run_routing(
-        routing, updates, sip_inputs, models, tenants, pops_tx,
+        routing,
+        updates,
+        sip_inputs,
+        models,
+        tenants,
+        pops_tx,
+        (prompt_sets, prompt_sets_rx),
     ));
     let gateway = sip_gateway::gateway::start(
         sip_wiring::gateway_config(&config)?,

@@ -26,6 +26,7 @@ use sip_gateway::b2bua::control::{
     CallControl, CallInfo, ControlError, ControlMessage, ControlRequest, RecordingStatus,
     SupervisorMode, TransferTarget,
 };
+use sip_gateway::b2bua::model::TenantPrompts;
 use sip_gateway::gateway::Uuid;
 use sip_gateway::gateway::{AgentSip, GatewayConfig, GatewayModel, SipSecret, TenantModel};
 use sip_gateway::gateway::{IvrChoice, IvrCollect, IvrMenu, IvrTarget, TenantMedia};
@@ -419,7 +420,12 @@ pub async fn run_routing(
     models: watch::Sender<Arc<GatewayModel>>,
     mut tenants: HashMap<TenantId, TenantEntry>,
     pops: mpsc::UnboundedSender<(TenantId, Input)>,
+    (mut prompts, mut prompt_sets): (
+        HashMap<TenantId, TenantPrompts>,
+        mpsc::UnboundedReceiver<(TenantId, TenantPrompts)>,
+    ),
 ) {
+    let mut prompts_open = true;
     let mut sip_open = true;
     // Two changes of a tenant publish after their commits, in either order; a snapshot older
     // than one already applied (lower `routing_version`) must not win.
@@ -440,12 +446,20 @@ pub async fn run_routing(
                         ((*update.model).clone(), demo, update.sip.clone()),
                     );
                     routing.apply(update.tenant, update.config).await;
-                    publish_model(&models, &tenants);
+                    publish_model(&models, &tenants, &prompts);
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!("missed {n} routing updates; the next one carries the full config");
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
+            },
+            set = prompt_sets.recv(), if prompts_open => match set {
+                Some((tenant, set)) => {
+                    tracing::info!(%tenant, prompts = set.len(), "tenant prompts changed");
+                    prompts.insert(tenant, set);
+                    publish_model(&models, &tenants, &prompts);
+                }
+                None => prompts_open = false,
             },
             input = sip_inputs.recv(), if sip_open => match input {
                 Some((tenant, input)) => {
@@ -604,18 +618,116 @@ fn live_call(c: &CallInfo) -> LiveCall {
     }
 }
 
-/// Sends the gateway a model built from every tenant's routing model.
+/// Sends the gateway a model built from every tenant's routing model and uploaded prompts.
 pub fn publish_model(
     models: &watch::Sender<Arc<GatewayModel>>,
     tenants: &HashMap<TenantId, TenantEntry>,
+    prompts: &HashMap<TenantId, TenantPrompts>,
 ) {
     let model = GatewayModel {
         tenants: tenants
             .iter()
-            .map(|(id, (m, demo, sip))| tenant_model(*id, m, *demo, sip))
+            .map(|(id, (m, demo, sip))| {
+                let mut t = tenant_model(*id, m, *demo, sip);
+                t.media.prompts = prompts.get(id).cloned().unwrap_or_default();
+                t
+            })
             .collect(),
     };
     models.send_replace(Arc::new(model));
+}
+
+/// A tenant's uploaded prompts (`crm_api::prompts::tenant_dir`), converted to 8 kHz mono.
+/// Blocking (file I/O and resampling): call it at start or in `spawn_blocking`. A file that
+/// does not load is skipped with a log line (crm-api validated it on upload, so only a
+/// damaged disk gets here) rather than costing the tenant its other prompts.
+pub fn load_tenant_prompts(data_dir: &std::path::Path, tenant: TenantId) -> TenantPrompts {
+    let dir = crm_api::prompts::tenant_dir(data_dir, tenant);
+    let mut set = HashMap::new();
+    let Ok(langs) = std::fs::read_dir(&dir) else {
+        return TenantPrompts::default();
+    };
+    for lang in langs.flatten() {
+        let Some(language) = lang.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Ok(files) = std::fs::read_dir(lang.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let path = f.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("wav") {
+                continue;
+            }
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            let loaded = std::fs::File::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|file| {
+                    sip_gateway::audio::prompt::Prompt::from_wav(std::io::BufReader::new(file))
+                        .map_err(|e| e.to_string())
+                });
+            match loaded {
+                Ok(p) => {
+                    set.insert((language.clone(), name), Arc::new(p));
+                }
+                Err(e) => tracing::warn!(path = %path.display(), "tenant prompt not loaded: {e}"),
+            }
+        }
+    }
+    TenantPrompts::new(set)
+}
+
+/// Every tenant's uploaded prompts under `<data_dir>/prompts/tenants` (start-up; blocking).
+pub fn load_all_prompts(data_dir: &std::path::Path) -> HashMap<TenantId, TenantPrompts> {
+    let mut all = HashMap::new();
+    let Ok(dirs) = std::fs::read_dir(data_dir.join("prompts").join("tenants")) else {
+        return all;
+    };
+    for d in dirs.flatten() {
+        if let Some(tenant) = d.file_name().to_str().and_then(TenantId::parse) {
+            let set = load_tenant_prompts(data_dir, tenant);
+            if !set.is_empty() {
+                all.insert(tenant, set);
+            }
+        }
+    }
+    all
+}
+
+/// Reloads a tenant's prompts off the SIP and routing tasks whenever crm-api reports an
+/// upload or delete, and hands the new set to [`run_routing`], which publishes it with the
+/// model. One task, one change at a time: two quick uploads are applied in order.
+pub async fn reload_prompts(
+    data_dir: std::path::PathBuf,
+    mut changes: broadcast::Receiver<TenantId>,
+    sets: mpsc::UnboundedSender<(TenantId, TenantPrompts)>,
+) {
+    loop {
+        let tenants: Vec<TenantId> = match changes.recv().await {
+            Ok(tenant) => vec![tenant],
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!("missed {n} prompt changes; reloading every tenant's prompts");
+                let dir = data_dir.clone();
+                tokio::task::spawn_blocking(move || load_all_prompts(&dir).into_keys().collect())
+                    .await
+                    .unwrap_or_default()
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        for tenant in tenants {
+            let dir = data_dir.clone();
+            match tokio::task::spawn_blocking(move || load_tenant_prompts(&dir, tenant)).await {
+                Ok(set) => {
+                    if sets.send((tenant, set)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!(%tenant, "loading tenant prompts failed: {e}"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
