@@ -53,7 +53,7 @@ fn baresip_calls_the_queue_and_the_agent_hears_it_both_ways() {
     std::fs::create_dir_all(&dir).unwrap();
     let wav = dir.join("tone-600.wav");
     write_tone_wav(&wav, 600.0, 30_000);
-    let caller = Baresip::start_account(
+    let mut caller = Baresip::start_account(
         &dir,
         server.sip,
         "<sip:+4930222333@127.0.0.1>;regint=0;audio_codecs=PCMU,PCMA",
@@ -98,15 +98,12 @@ fn baresip_calls_the_queue_and_the_agent_hears_it_both_ways() {
     caller.command("hangup", "");
     await_bye(&phone, Duration::from_secs(10));
 
-    let Some(rec) = caller.recording("dec", Duration::from_secs(10)) else {
-        caller.dump();
-        panic!("baresip's sndfile wrote no dump of the received audio");
-    };
-    let samples = poll("a readable recording", Duration::from_secs(10), || {
-        let bytes = std::fs::read(&rec).ok()?;
-        let s = sip_gateway::audio::wav::read_as_8k_mono(std::io::Cursor::new(bytes)).ok()?;
-        (s.len() >= 16_000).then_some(s)
-    });
+    let samples = caller.received_audio(Duration::from_secs(10));
+    assert!(
+        samples.len() >= 16_000,
+        "baresip recorded only {} samples",
+        samples.len()
+    );
     let body = &samples[4000..];
     let (p1700, p600) = (detect(body, 1700.0), detect(body, 600.0));
     eprintln!(

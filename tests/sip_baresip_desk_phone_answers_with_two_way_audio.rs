@@ -109,15 +109,12 @@ fn baresip_answers_a_queue_call_and_both_sides_hear_each_others_tone() {
     phone.expect_log("BYE sip:", Duration::from_secs(10));
 
     // What baresip received: the caller's 1000 Hz.
-    let Some(rec) = phone.recording("dec", Duration::from_secs(10)) else {
-        phone.dump();
-        panic!("baresip's sndfile wrote no dump of the received audio");
-    };
-    let samples = poll("a readable recording", Duration::from_secs(10), || {
-        let bytes = std::fs::read(&rec).ok()?;
-        let s = sip_gateway::audio::wav::read_as_8k_mono(std::io::Cursor::new(bytes)).ok()?;
-        (s.len() >= 16_000).then_some(s)
-    });
+    let samples = phone.received_audio(Duration::from_secs(10));
+    assert!(
+        samples.len() >= 16_000,
+        "baresip recorded only {} samples",
+        samples.len()
+    );
     // Skip the first half second (jitter buffer fill, the start of the stream).
     let body = &samples[4000..];
     let (p1000, p600) = (detect(body, 1000.0), detect(body, 600.0));
@@ -130,7 +127,6 @@ fn baresip_answers_a_queue_call_and_both_sides_hear_each_others_tone() {
         "baresip's recording: {} samples, 1000 Hz {p1000:.4}, 600 Hz {p600:.6}",
         samples.len()
     );
-    phone.stop(Duration::from_secs(5));
 
     // Both CDR legs: answered by 1001.
     let token = server.admin_token();

@@ -228,6 +228,29 @@ impl Baresip {
         }
     }
 
+    /// What baresip received in its (only) call, as 8 kHz samples: stops baresip first (so
+    /// `sndfile` has closed and finished the WAV header), then reads the `-dec.wav` dump.
+    /// Panics with the log and the file's state when there is none or it does not parse.
+    pub fn received_audio(&mut self, limit: Duration) -> Vec<i16> {
+        self.stop(limit);
+        let Some(path) = self.recording("dec", Duration::from_secs(1)) else {
+            self.dump();
+            panic!("baresip's sndfile wrote no dump of the received audio");
+        };
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        match sip_gateway::audio::wav::read_as_8k_mono(std::io::Cursor::new(&bytes)) {
+            Ok(samples) => samples,
+            Err(e) => {
+                self.dump();
+                panic!(
+                    "baresip's dump {} ({} bytes) does not parse: {e}",
+                    path.display(),
+                    bytes.len()
+                );
+            }
+        }
+    }
+
     /// Asks baresip to quit (SIGTERM to its PID, so `sndfile` closes its files), waiting up to
     /// `limit`; kills it when it takes longer.
     pub fn stop(&mut self, limit: Duration) {
