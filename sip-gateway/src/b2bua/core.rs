@@ -1424,6 +1424,7 @@ impl<M: MediaPort> B2bua<M> {
             return;
         }
         self.counters.answered += 1;
+        self.internal_answered(key);
         self.recording_on_bridge(now, key);
     }
 
@@ -1691,6 +1692,7 @@ impl<M: MediaPort> B2bua<M> {
         let Some(mut call) = self.calls.remove(&key) else {
             return;
         };
+        self.internal_call_gone(&call);
         self.supervisor_on_end(now, &mut call);
         self.release_call_channels(key);
         self.outbound_call_gone(now, key);

@@ -16,6 +16,19 @@
 //! with the agent's extension as the caller number), skipping the carrier admission checks.
 //! That is how an agent consults a queue before an attended transfer to it.
 //!
+//! # Busy agents
+//! An agent on an internal call is busy for routing although the engine has no contact for
+//! it: the gateway tells acd-core with `Input::AgentBusy` (the engine then offers that agent
+//! no voice contact, so a queue call does not ring into the conversation and bounce with
+//! 486). The caller's agent is busy from the INVITE (their phone is in use, dialling), the
+//! callee's from the answer; both are freed when the call ends, or when an attended transfer
+//! moves the callee onto the customer's call (core/transfer.rs, which then assigns the
+//! customer's contact to the callee). The state is derived, never stored: after each change
+//! the gateway sends, for each agent concerned, whether any live internal call still
+//! involves them; the engine's input is idempotent, so repeating a value costs nothing and
+//! an agent on two internal calls (a consultation while on another) stays busy until the
+//! last ends.
+//!
 //! Only INVITEs from the caller extension's own registered phone (the address it registered
 //! from, or its Contact's) count: a carrier whose caller id looks like an extension, or an
 //! extension calling another tenant's extension, goes the DID way (usually 404).
@@ -267,6 +280,72 @@ impl<M: MediaPort> B2bua<M> {
         let ringing = self.calls.get(&key).is_some_and(|c| !c.branches.is_empty());
         if !ringing {
             self.internal_failed(now, key, 480);
+        } else {
+            self.internal_busy_sync(tenant, &[caller_agent]);
+        }
+    }
+
+    /// Whether `call` is an internal call between agents' phones (no contact of a queue).
+    fn is_internal(call: &Call) -> bool {
+        call.engine_released && call.queue.as_str() == INTERNAL_QUEUE
+    }
+
+    /// The agents an internal call occupies: the caller's (by extension) and, once
+    /// answered, the callee's. Empty for any other call.
+    pub(super) fn internal_agents(&self, call: &Call) -> Vec<AgentId> {
+        if !Self::is_internal(call) {
+            return Vec::new();
+        }
+        let mut agents = Vec::with_capacity(2);
+        if let Some((t, a, _)) = self.index.extensions.get(&call.caller_number)
+            && *t == call.tenant
+        {
+            agents.push(a.clone());
+        }
+        if let Some(b) = call.winner.and_then(|w| call.branches.get(w))
+            && !agents.contains(&b.agent)
+        {
+            agents.push(b.agent.clone());
+        }
+        agents
+    }
+
+    /// Tells the engine, for each of `agents`, whether a live internal call still occupies
+    /// them (see the module docs). Scans the calls: internal calls are rare events.
+    pub(super) fn internal_busy_sync(&mut self, tenant: uuid::Uuid, agents: &[AgentId]) {
+        for agent in agents {
+            let busy = self
+                .calls
+                .values()
+                .any(|c| c.tenant == tenant && self.internal_agents(c).contains(agent));
+            self.routing.push_back((
+                tenant,
+                Input::AgentBusy {
+                    agent: agent.clone(),
+                    busy,
+                },
+            ));
+        }
+    }
+
+    /// Hook of `branch_answered`: the callee of an internal call answered and is busy now.
+    pub(super) fn internal_answered(&mut self, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else {
+            return;
+        };
+        let agents = self.internal_agents(call);
+        if !agents.is_empty() {
+            let tenant = call.tenant;
+            self.internal_busy_sync(tenant, &agents);
+        }
+    }
+
+    /// Hook of `finish` (the call is already out of `calls`): an internal call's agents
+    /// are free unless another internal call holds them.
+    pub(super) fn internal_call_gone(&mut self, call: &Call) {
+        let agents = self.internal_agents(call);
+        if !agents.is_empty() {
+            self.internal_busy_sync(call.tenant, &agents);
         }
     }
 

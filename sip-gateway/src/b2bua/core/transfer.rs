@@ -16,11 +16,15 @@
 //! rung directly through the same fork code, under an offer id of ours that the engine never
 //! hears about. While they ring the caller hears music and the transferor stays connected:
 //! - answered → `NOTIFY 200`, BYE to the transferor, leg B moves to the new phone, and the
-//!   engine gets `ContactEnded` (the transferor goes into wrap-up). From then on the call runs
-//!   outside the engine: the new agent is **not** marked busy there (the engine may offer
-//!   that agent another call; a phone that is busy answers 486 and the engine moves on), and
-//!   the CDR carries the transferor's leg as `transferred` (`transfer` = `blind:<agent>`) and
-//!   the new agent as the call's agent.
+//!   engine gets `Input::AssignToAgent { contact, agent }`: the transferor goes into wrap-up,
+//!   the new agent holds the contact (busy, not offered other voice calls; an `assign`
+//!   queue-log row; `Action::Assigned`, on which the binary pops the caller's card on the new
+//!   agent's screen), and the call's end later sends `ContactEnded`, the new agent's wrap-up.
+//!   One owner per contact throughout. The engine refuses the assignment when the new agent
+//!   is logged out of routing or has no free voice slot (an engine offer ringing there): the
+//!   contact then stays the transferor's until the call ends (the transferor's wrap-up comes
+//!   late). The CDR carries the transferor's leg as `transferred` (`transfer` =
+//!   `blind:<agent>`) and the new agent as the call's agent.
 //! - all phones refuse → `NOTIFY` with the final status, and the caller is back with the
 //!   transferor (plain bridge); if the transferor has hung up meanwhile, the caller goes back
 //!   into the call's queue instead of being dropped.
@@ -37,9 +41,13 @@
 //! We move the colleague's dialog from Y into X and re-INVITE the colleague's phone onto X's
 //! relay port (a re-INVITE is unavoidable: the relay binds ports per call, and the phone sends
 //! to Y's port until told otherwise; the relay re-latches leg B when the 2xx names the phone's
-//! address); the hold ends, the transferor's dialogs on X and Y get BYE, and the engine hears
-//! `ContactEnded` (the transferor's wrap-up). A `Replaces` naming no call of ours is `404`, one
-//! naming a call that is not the transferor's own consultation is `403`.
+//! address); the hold ends, the transferor's dialogs on X and Y get BYE. The engine hears
+//! `AgentBusy { busy: false }` for both agents of the consultation Y (core/internal.rs marked
+//! them busy while it lasted), then `AssignToAgent { contact: X's, agent: the colleague }`
+//! (the transferor's wrap-up, the colleague's contact from now, as for a blind transfer to an
+//! agent). A consultation of a queue instead was an engine contact of its own: it gets
+//! `ContactEnded`. A `Replaces` naming no call of ours is `404`, one naming a call that is not
+//! the transferor's own consultation is `403`.
 //!
 //! The transferor's dialog is one in which we are the UAC, so the NOTIFYs and the BYE we send
 //! there count on from a CSeq of our own (`Call::transfer_cseq`, above the INVITE's and the
@@ -343,6 +351,12 @@ impl<M: MediaPort> B2bua<M> {
         .finish();
         self.respond(now, tx, accepted);
         self.notify_refer(now, x, w, "SIP/2.0 100 Trying", false);
+        // The consultation's agents (the transferor and the colleague), freed below.
+        let consulting = self
+            .calls
+            .get(&y)
+            .map(|c| self.internal_agents(c))
+            .unwrap_or_default();
         match self.move_consultation(now, x, y) {
             Some(n) => {
                 let (tenant, contact, media) = match self.calls.get_mut(&x) {
@@ -361,23 +375,36 @@ impl<M: MediaPort> B2bua<M> {
                 self.notify_refer(now, x, w, "SIP/2.0 200 OK", true);
                 self.bye_branch(now, x, w);
                 // The consultation call: its caller (the transferor's phone) gets a BYE. A
-                // consultation of a queue was the engine's contact: that conversation is over.
+                // consultation of a queue was the engine's contact: that conversation is over,
+                // and the colleague goes on with the customer instead of wrapping it up (their
+                // wrap-up slot would refuse the customer's assignment below).
                 if let Some(cy) = self.calls.get(&y)
                     && !cy.engine_released
                 {
                     let (t, c) = (cy.tenant, cy.contact);
                     self.routing
                         .push_back((t, Input::ContactEnded { contact: c }));
+                    self.routing
+                        .push_back((t, Input::WrapUpEnded { contact: c }));
                 }
                 self.bye_caller(now, y);
                 self.finish(now, y, "transferred");
+                // The consultation is over for both agents (before the assignment: the
+                // engine refuses to assign a contact to an agent on an outside call).
+                self.internal_busy_sync(tenant, &consulting);
                 let released = self.calls.get(&x).is_some_and(|c| c.engine_released);
-                if !released {
+                let colleague = self
+                    .calls
+                    .get(&x)
+                    .and_then(|c| c.winner.and_then(|n| c.branches.get(n)))
+                    .map(|b| b.agent.clone());
+                if !released && let Some(agent) = colleague {
+                    // The contact is the colleague's now; its end later is theirs.
                     self.routing
-                        .push_back((tenant, Input::ContactEnded { contact }));
-                    if let Some(c) = self.calls.get_mut(&x) {
-                        c.engine_released = true;
-                    }
+                        .push_back((tenant, Input::AssignToAgent { contact, agent }));
+                } else if let Some(c) = self.calls.get(&x) {
+                    let agents = self.internal_agents(c);
+                    self.internal_busy_sync(tenant, &agents);
                 }
             }
             None => self.notify_refer(now, x, w, "SIP/2.0 500 Server Internal Error", true),
@@ -726,18 +753,32 @@ impl<M: MediaPort> B2bua<M> {
         self.supervisor_after_reset(key);
         tracing::info!(%contact, branch = i, "transfer connected");
         if let Some(t) = direct {
+            let mut freed = Vec::new();
             if let Some(b) = t.transferor {
                 if t.notify {
                     self.notify_refer(now, key, b, "SIP/2.0 200 OK", true);
                 }
                 self.transferor_cdr(now, key, b, format!("blind:{}", t.agent));
                 self.bye_branch(now, key, b);
+                if let Some(br) = self.calls.get(&key).and_then(|c| c.branches.get(b)) {
+                    freed.push(br.agent.clone());
+                }
             }
-            // The conversation the engine knows (with the transferor) is over.
-            self.routing
-                .push_back((tenant, Input::ContactEnded { contact }));
-            if let Some(c) = self.calls.get_mut(&key) {
-                c.engine_released = true;
+            let released = self.calls.get(&key).is_some_and(|c| c.engine_released);
+            if released {
+                // An internal call transferred on: its agents' busy state follows.
+                freed.push(t.agent.clone());
+                self.internal_busy_sync(tenant, &freed);
+            } else {
+                // The engine's contact is the new agent's now: the transferor goes into
+                // wrap-up, the new agent is busy with it, and the call's end is theirs.
+                self.routing.push_back((
+                    tenant,
+                    Input::AssignToAgent {
+                        contact,
+                        agent: t.agent.clone(),
+                    },
+                ));
             }
         }
     }
@@ -1251,14 +1292,18 @@ mod tests {
         assert_eq!(methods(&out, PHONE, &Method::Bye).len(), 1);
         assert!(!out.iter().any(|(a, _)| a.to_string() == CARRIER));
         assert!(
-            matches!(&h.routing()[..], [Input::ContactEnded { contact: c }] if *c == contact),
-            "the transferor's conversation ends in the engine (wrap-up)"
+            matches!(&h.routing()[..], [Input::AssignToAgent { contact: c, agent }]
+                if *c == contact && agent.as_str() == "1002"),
+            "the contact is 1002's now (the transferor's wrap-up, 1002 busy)"
         );
         assert_eq!(h.core.poll_cdr().unwrap().result, "transferred");
 
         let out = caller_bye(&mut h);
         assert_eq!(methods(&out, PHONE2, &Method::Bye).len(), 1);
-        assert!(h.routing().is_empty(), "no second ContactEnded");
+        assert!(
+            matches!(&h.routing()[..], [Input::ContactEnded { contact: c }] if *c == contact),
+            "the end is 1002's (wrap-up)"
+        );
         let cdrs: Vec<CdrRow> = std::iter::from_fn(|| h.core.poll_cdr()).collect();
         assert_eq!(cdrs.len(), 2);
         assert!(cdrs.iter().all(|c| c.agent.as_deref() == Some("1002")));
@@ -1435,11 +1480,23 @@ mod tests {
             .clone();
         let to = header(&ok, &HeaderName::To);
         let tag = to.split("tag=").nth(1).unwrap().to_owned();
-        assert!(
-            h.routing().is_empty(),
-            "the engine never hears of an internal call"
+        assert_eq!(
+            busy_reports(&h.routing()),
+            [("1001", true), ("1001", true), ("1002", true)],
+            "no contact for an internal call: only both agents' phones are busy"
         );
         (to_1002, tag)
+    }
+
+    /// The routing inputs, which must all be `AgentBusy`, as (agent, busy).
+    fn busy_reports(inputs: &[Input]) -> Vec<(&str, bool)> {
+        inputs
+            .iter()
+            .map(|i| match i {
+                Input::AgentBusy { agent, busy } => (agent.as_str(), *busy),
+                other => panic!("not an AgentBusy: {other:?}"),
+            })
+            .collect()
     }
 
     /// 1001's phone dials `user`, is challenged with 407 and dials again with digest; returns
@@ -1491,7 +1548,11 @@ mod tests {
                 .any(|(a, m)| a.to_string() == PHONE && m.status() == Some(486)),
             "the calling phone hears busy"
         );
-        assert!(h.routing().is_empty(), "nothing for the engine");
+        assert_eq!(
+            busy_reports(&h.routing()),
+            [("1001", true), ("1001", false)],
+            "no contact; 1001's phone was busy while it dialled"
+        );
         assert_eq!(h.core.active_calls(), 1);
     }
 
@@ -1530,17 +1591,14 @@ mod tests {
         );
         assert_eq!(statuses(&out), vec![202]);
         assert_eq!(methods(&out, PHONE2, &Method::Invite).len(), 1, "re-INVITE");
-        let ended: Vec<ContactId> = h
-            .routing()
-            .into_iter()
-            .filter_map(|i| match i {
-                Input::ContactEnded { contact } => Some(contact),
-                _ => None,
-            })
-            .collect();
+        let inputs = h.routing();
         assert!(
-            ended.contains(&x_contact) && ended.contains(&y_contact),
-            "{ended:?}"
+            matches!(&inputs[..], [
+                Input::ContactEnded { contact: y1 },
+                Input::WrapUpEnded { contact: y2 },
+                Input::AssignToAgent { contact: x, agent },
+            ] if *y1 == y_contact && *y2 == y_contact && *x == x_contact && agent.as_str() == "1002"),
+            "the consultation ends without wrap-up, the customer is 1002's: {inputs:?}"
         );
         assert_eq!(h.core.active_calls(), 1);
     }
@@ -1612,7 +1670,18 @@ mod tests {
         );
         assert!(header(&reinvite, &HeaderName::To).contains("tag=ph"));
         assert!(cseq(&reinvite) > 1);
-        assert!(matches!(&h.routing()[..], [Input::ContactEnded { contact: c }] if *c == contact));
+        let inputs = h.routing();
+        let (last, busy) = inputs.split_last().unwrap();
+        assert!(
+            matches!(last, Input::AssignToAgent { contact: c, agent }
+                if *c == contact && agent.as_str() == "1002"),
+            "the contact is the colleague's now: {inputs:?}"
+        );
+        let busy = busy_reports(busy);
+        assert!(
+            busy.contains(&("1002", false)) && busy.contains(&("1001", false)),
+            "the consultation no longer occupies either phone, before the assignment: {busy:?}"
+        );
         assert!(
             h.core
                 .media
@@ -1643,7 +1712,10 @@ mod tests {
         let bye = methods(&out, PHONE2, &Method::Bye);
         assert_eq!(bye.len(), 1);
         assert!(cseq(&bye[0]) > cseq(&reinvite));
-        assert!(h.routing().is_empty(), "no second ContactEnded");
+        assert!(
+            matches!(&h.routing()[..], [Input::ContactEnded { contact: c }] if *c == contact),
+            "the end is the colleague's (wrap-up)"
+        );
         assert_eq!(h.core.active_calls(), 0);
     }
 
