@@ -7,10 +7,14 @@
 //! gateway's routing inputs carry the contact's attributes (caller number, IVR choices and
 //! collected digits) and the acceptance. This task keeps the small maps that join them and
 //! forgets a contact when it ends, so it holds only what is in progress.
+//!
+//! A contact handed straight to an agent's phone (a blind transfer to an agent, an attended
+//! transfer) reaches the new agent without an offer: the engine's `Assigned` action, emitted
+//! once it has made that agent the contact's owner, pops the same card to the new agent.
 
 use std::collections::{BTreeMap, HashMap};
 
-use acd_core::{Action, AgentId, ContactId, Input, OfferId};
+use acd_core::{Action, AgentId, Channel, ContactId, Input, OfferId};
 use crm_api::ids::TenantId;
 use tokio::sync::{broadcast, mpsc};
 
@@ -34,7 +38,19 @@ struct Pop {
 }
 
 impl Pending {
-    fn action(&mut self, action: &Action) {
+    /// The card of `contact` for `agent`.
+    fn pop(&self, tenant: TenantId, contact: ContactId, agent: &AgentId) -> Pop {
+        let attributes = self.contacts.get(&contact).cloned().unwrap_or_default();
+        Pop {
+            tenant,
+            agent: agent.as_str().to_owned(),
+            contact,
+            caller: attributes.get("caller").cloned().unwrap_or_default(),
+            attributes,
+        }
+    }
+
+    fn action(&mut self, tenant: TenantId, action: &Action) -> Option<Pop> {
         match action {
             Action::Offer {
                 offer,
@@ -53,8 +69,15 @@ impl Pending {
             Action::CancelOffer { offer, .. } => {
                 self.offers.remove(offer);
             }
+            Action::Assigned {
+                contact,
+                agent,
+                channel: Channel::Voice,
+                ..
+            } => return Some(self.pop(tenant, *contact, agent)),
             _ => {}
         }
+        None
     }
 
     fn input(&mut self, tenant: TenantId, input: &Input) -> Option<Pop> {
@@ -74,14 +97,7 @@ impl Pending {
             }
             Input::OfferAccepted { offer } => {
                 let (contact, agent) = self.offers.remove(offer)?;
-                let attributes = self.contacts.get(&contact).cloned().unwrap_or_default();
-                Some(Pop {
-                    tenant,
-                    agent: agent.as_str().to_owned(),
-                    contact,
-                    caller: attributes.get("caller").cloned().unwrap_or_default(),
-                    attributes,
-                })
+                Some(self.pop(tenant, contact, &agent))
             }
             _ => None,
         }
@@ -101,7 +117,11 @@ pub async fn run(
             // Actions first: an offer is always emitted before the phone can accept it.
             biased;
             a = actions.recv(), if actions_open => match a {
-                Ok((_, action)) => pending.action(&action),
+                Ok((tenant, action)) => {
+                    if let Some(pop) = pending.action(tenant, &action) {
+                        send(&state, pop);
+                    }
+                }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!("screen pop missed {n} routing actions; some pops may be lost");
                 }
@@ -110,22 +130,33 @@ pub async fn run(
             i = inputs.recv() => match i {
                 Some((tenant, input)) => {
                     if let Some(pop) = pending.input(tenant, &input) {
-                        let state = state.clone();
-                        tokio::spawn(async move {
-                            let contact = pop.contact.to_string();
-                            if let Err(e) = state
-                                .screen_pop_with(pop.tenant, &pop.agent, &pop.caller, &contact, pop.attributes)
-                                .await
-                            {
-                                tracing::warn!(agent = pop.agent, "screen pop failed: {e}");
-                            }
-                        });
+                        send(&state, pop);
                     }
                 }
                 None => return,
             },
         }
     }
+}
+
+/// Pushes one pop to the agent's event sockets, in the background.
+fn send(state: &crm_api::AppState, pop: Pop) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let contact = pop.contact.to_string();
+        if let Err(e) = state
+            .screen_pop_with(
+                pop.tenant,
+                &pop.agent,
+                &pop.caller,
+                &contact,
+                pop.attributes,
+            )
+            .await
+        {
+            tracing::warn!(agent = pop.agent, "screen pop failed: {e}");
+        }
+    });
 }
 
 #[cfg(test)]
@@ -147,21 +178,27 @@ mod tests {
         let (o1, o2) = (OfferId::from_u128(1), OfferId::from_u128(2));
         // The first offer is withdrawn (no answer); the second is accepted.
         for (offer, agent) in [(o1, "1001"), (o2, "1002")] {
-            p.action(&Action::Offer {
-                offer,
-                contact,
-                agent: AgentId::new(agent),
-                queue: QueueId::new("support"),
-                channel: Channel::Voice,
-                expires_at: acd_core::Timestamp(0),
-            });
+            p.action(
+                tenant,
+                &Action::Offer {
+                    offer,
+                    contact,
+                    agent: AgentId::new(agent),
+                    queue: QueueId::new("support"),
+                    channel: Channel::Voice,
+                    expires_at: acd_core::Timestamp(0),
+                },
+            );
         }
-        p.action(&Action::CancelOffer {
-            offer: o1,
-            contact,
-            agent: AgentId::new("1001"),
-            reason: acd_core::io::CancelReason::Timeout,
-        });
+        p.action(
+            tenant,
+            &Action::CancelOffer {
+                offer: o1,
+                contact,
+                agent: AgentId::new("1001"),
+                reason: acd_core::io::CancelReason::Timeout,
+            },
+        );
         assert_eq!(p.input(tenant, &Input::OfferAccepted { offer: o1 }), None);
         let pop = p
             .input(tenant, &Input::OfferAccepted { offer: o2 })
@@ -171,5 +208,38 @@ mod tests {
         assert_eq!(pop.attributes["customer_number"], "4711");
         p.input(tenant, &Input::ContactEnded { contact });
         assert!(p.contacts.is_empty() && p.offers.is_empty());
+    }
+
+    #[test]
+    fn an_assignment_pops_the_card_to_the_new_agent_and_keeps_it_until_the_end() {
+        let mut p = Pending::default();
+        let tenant = TenantId(sip_gateway::gateway::Uuid::from_u128(1));
+        let contact = ContactId::from_u128(8);
+        let mut new = NewContact::new(contact, QueueId::new("support"), Channel::Voice);
+        new.attributes.insert("caller".into(), "+4930999".into());
+        p.input(tenant, &Input::NewContact(new));
+        let assigned = |agent: &str| Action::Assigned {
+            contact,
+            agent: AgentId::new(agent),
+            queue: QueueId::new("support"),
+            channel: Channel::Voice,
+            from: Some(AgentId::new("1001")),
+        };
+        // The gateway's input alone pops nothing: the engine may refuse it.
+        let input = Input::AssignToAgent {
+            contact,
+            agent: AgentId::new("1002"),
+        };
+        assert_eq!(p.input(tenant, &input), None);
+        let pop = p.action(tenant, &assigned("1002")).unwrap();
+        assert_eq!(
+            (pop.agent.as_str(), pop.caller.as_str()),
+            ("1002", "+4930999")
+        );
+        // Transferred on again: the next agent gets the same card.
+        let pop = p.action(tenant, &assigned("1003")).unwrap();
+        assert_eq!((pop.agent.as_str(), pop.contact), ("1003", contact));
+        p.input(tenant, &Input::ContactEnded { contact });
+        assert!(p.contacts.is_empty());
     }
 }
