@@ -64,6 +64,15 @@ pub fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         tcp: Default::default(),
         media_dir: Some(config.data_dir.clone()),
         trusted_sources_only: config.sip.trusted_sources_only,
+        digest_algorithms: config
+            .sip
+            .digest_algorithms
+            .iter()
+            .map(|a| match a {
+                crate::config::DigestAlgorithm::Md5 => sip_gateway::sip::auth::Algorithm::Md5,
+                crate::config::DigestAlgorithm::Sha256 => sip_gateway::sip::auth::Algorithm::Sha256,
+            })
+            .collect(),
     })
 }
 
@@ -765,6 +774,38 @@ mod tests {
         let real = tenant_model(tenant, &model, false, &[]);
         assert!(real.agents.is_empty(), "no default passwords");
         assert!(!real.dids.contains_key("100"));
+    }
+
+    #[test]
+    fn tenant_uploads_are_loaded_resampled_and_published_with_the_model() {
+        let data =
+            std::env::temp_dir().join(format!("zentrale-wiring-prompts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let tenant = TenantId(Uuid::from_u128(7));
+        let dir = crm_api::prompts::tenant_dir(&data, tenant).join("en");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut wav = std::io::Cursor::new(Vec::new());
+        sip_gateway::audio::wav::write_8k_mono(&mut wav, &[1000i16; 1600]).expect("wav");
+        std::fs::write(dir.join("my_music.wav"), wav.into_inner()).expect("write");
+        // Neither a temporary file of an upload in progress nor a broken file is loaded.
+        std::fs::write(dir.join(".x.wav.tmp-1"), b"half").expect("write");
+        std::fs::write(dir.join("broken.wav"), b"RIFF").expect("write");
+
+        let all = load_all_prompts(&data);
+        let _ = std::fs::remove_dir_all(&data);
+        let set = all.get(&tenant).expect("the tenant's set");
+        assert_eq!(set.len(), 1);
+        assert_eq!(
+            set.get("en", "my_music").map(|p| p.duration_ms()),
+            Some(200)
+        );
+
+        let model: RoutingModel =
+            crm_api::provision::parse("[queues.support]\n").expect("valid model");
+        let tenants = HashMap::from([(tenant, (model, false, Arc::new(Vec::new())))]);
+        let (models, rx) = watch::channel(Arc::new(GatewayModel::default()));
+        publish_model(&models, &tenants, &all);
+        assert_eq!(rx.borrow().tenants[0].media.prompts, *set);
     }
 
     fn cdr_row(
