@@ -73,6 +73,22 @@ pub struct SipConfig {
     /// from that trunk either way.
     #[serde(default)]
     pub trusted_sources_only: bool,
+    /// Digest algorithms the registrar offers phones, one challenge each, in this order:
+    /// `["MD5", "SHA-256"]` by default. Some user agents (baresip 1.0 with libre 1.1) give up
+    /// on a 401 that names any algorithm they lack instead of answering the one they know
+    /// (RFC 8760 §2.4); for them set `["MD5"]`.
+    pub digest_algorithms: Vec<DigestAlgorithm>,
+}
+
+/// A digest algorithm token as written in `sip.digest_algorithms`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum DigestAlgorithm {
+    /// RFC 2617 MD5.
+    #[serde(rename = "MD5")]
+    Md5,
+    /// RFC 7616 / RFC 8760 SHA-256.
+    #[serde(rename = "SHA-256")]
+    Sha256,
 }
 
 impl Default for SipConfig {
@@ -91,6 +107,7 @@ impl Default for SipConfig {
             ],
             public_address: None,
             trusted_sources_only: false,
+            digest_algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
         }
     }
 }
@@ -221,6 +238,13 @@ impl Config {
         if self.sip.listen.is_empty() {
             anyhow::bail!("sip.listen must name at least one listener");
         }
+        let algs = &self.sip.digest_algorithms;
+        if algs.is_empty() {
+            anyhow::bail!("sip.digest_algorithms must name at least one of \"MD5\", \"SHA-256\"");
+        }
+        if algs.iter().enumerate().any(|(i, a)| algs[..i].contains(a)) {
+            anyhow::bail!("sip.digest_algorithms names an algorithm twice");
+        }
         Ok(())
     }
 
@@ -287,6 +311,26 @@ mod tests {
             seen >= 2,
             "expected deploy/ and examples/ sample configs, saw {seen}"
         );
+    }
+
+    #[test]
+    fn digest_algorithms_default_to_md5_then_sha256_and_bad_lists_are_refused() {
+        let config = Config::from_toml_str("", "d.toml").expect("defaults");
+        assert_eq!(
+            config.sip.digest_algorithms,
+            [DigestAlgorithm::Md5, DigestAlgorithm::Sha256]
+        );
+        let md5 = Config::from_toml_str("[sip]\ndigest_algorithms = [\"MD5\"]\n", "d.toml")
+            .expect("MD5 only");
+        assert_eq!(md5.sip.digest_algorithms, [DigestAlgorithm::Md5]);
+        for (bad, needle) in [
+            ("[sip]\ndigest_algorithms = []\n", "at least one"),
+            ("[sip]\ndigest_algorithms = [\"MD5\", \"MD5\"]\n", "twice"),
+            ("[sip]\ndigest_algorithms = [\"SHA-1\"]\n", "SHA-1"),
+        ] {
+            let msg = format!("{:#}", Config::from_toml_str(bad, "d.toml").expect_err(bad));
+            assert!(msg.contains(needle), "{bad}: {msg}");
+        }
     }
 
     #[test]

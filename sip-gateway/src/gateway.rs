@@ -49,6 +49,9 @@ pub struct GatewayConfig {
     /// Refuse INVITEs to DIDs from sources that are no configured trunk
     /// (`sip.trusted_sources_only`; see [`crate::b2bua::model::TenantTrunks`]).
     pub trusted_sources_only: bool,
+    /// Digest algorithms offered to phones, one challenge each, in this order (never empty:
+    /// an empty list means the default, MD5 then SHA-256).
+    pub digest_algorithms: Vec<Algorithm>,
 }
 
 /// Why the gateway could not start.
@@ -147,9 +150,15 @@ pub async fn start(config: GatewayConfig, io: GatewayIo) -> Result<Gateway, Gate
             nonce_key: key.to_vec(),
             registrar: RegistrarConfig {
                 // Many desk phones (and SIPp) read only the first challenge and give up on an
-                // algorithm they lack, so MD5, which every phone speaks, goes first; phones
-                // that prefer SHA-256 still find it (RFC 8760 §2.4 leaves the order to us).
-                algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+                // algorithm they lack, so MD5, which every phone speaks, goes first by default;
+                // phones that prefer SHA-256 still find it (RFC 8760 §2.4 leaves the order to
+                // us). Phones that refuse a 401 naming any unknown algorithm need MD5 alone
+                // (`sip.digest_algorithms`).
+                algorithms: if config.digest_algorithms.is_empty() {
+                    vec![Algorithm::Md5, Algorithm::Sha256]
+                } else {
+                    config.digest_algorithms.clone()
+                },
                 ..RegistrarConfig::default()
             },
             timers: TimerConfig::default(),
@@ -211,6 +220,7 @@ impl Default for GatewayConfig {
             tcp: TcpLimits::default(),
             trusted_sources_only: false,
             media_dir: None,
+            digest_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
         }
     }
 }
