@@ -2,7 +2,8 @@
 //! `my_music` over the API, sets the demo queue's music to it over the routing API, and a
 //! caller to the queue hears 700 Hz — proving the upload, its conversion to 8 kHz (the
 //! Goertzel detector at the far end finds 700 Hz only if the resampling kept the pitch) and
-//! that the gateway applied the new prompt without a restart. The caller is a plain RTP
+//! that the gateway applied the new prompt without a restart; after a DELETE the next caller
+//! no longer hears it. The caller is a plain RTP
 //! socket (tests/common/caller_media.rs); every wait is bounded.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -68,6 +69,7 @@ fn put_wav(addr: &str, path: &str, token: &str, wav: &[u8]) -> (u16, String) {
 fn uploaded_16khz_music_is_heard_by_the_next_caller_without_restart() {
     let server = Server::start("prompt-upload", (48800, 48999));
     let token = server.admin_token();
+    let models_before = server.count_lines("SIP model updated");
 
     let (status, body) = put_wav(
         &server.http,
@@ -80,6 +82,8 @@ fn uploaded_16khz_music_is_heard_by_the_next_caller_without_restart() {
     assert_eq!(info["sample_rate"], 16_000, "{info}");
     assert_eq!(info["duration_ms"], 3000, "{info}");
     server.wait_for("tenant prompts changed");
+    // The gateway swapped in the model with the new prompt set.
+    server.wait_for_more("SIP model updated", models_before);
     // Stored under the tenant's directory, no temporary file left behind.
     let tenants = server.dir.join("data/prompts/tenants");
     let files: Vec<_> = walk(&tenants);
@@ -116,6 +120,30 @@ fn uploaded_16khz_music_is_heard_by_the_next_caller_without_restart() {
             );
         }
     }
+    caller.bye();
+
+    // Deleted while running: the next caller no longer hears it (no operator or built-in
+    // prompt is called `my_music`, so the queue falls back to the greeting-less silence).
+    let before = server.count_lines("tenant prompts changed");
+    let models_before = server.count_lines("SIP model updated");
+    let (status, body) = common::http(
+        &server.http,
+        "DELETE",
+        "/api/v1/prompts/en/my_music",
+        Some(&token),
+        "",
+    );
+    assert_eq!(status, 204, "{body}");
+    server.wait_for_more("tenant prompts changed", before);
+    server.wait_for_more("SIP model updated", models_before);
+    assert!(walk(&tenants).is_empty(), "the file is gone");
+    let caller = MediaCaller::call(server.sip, "100", 58004, 58006);
+    let heard = caller.listen(Duration::from_secs(2));
+    let music = classify(&heard, &[MUSIC, 440.0, 1000.0])
+        .iter()
+        .filter(|(_, t)| *t == Some(MUSIC))
+        .count();
+    assert_eq!(music, 0, "the deleted upload is not played");
     caller.bye();
 }
 
