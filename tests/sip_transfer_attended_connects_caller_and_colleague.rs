@@ -6,7 +6,8 @@
 //! zentrale answers 202, NOTIFYs 100 and 200, re-INVITEs 1002's phone onto the caller's call
 //! and releases both of 1001's dialogs with BYE. Then the caller and 1002 talk: 1002 hears the
 //! caller's 1000 Hz tone and the caller hears 1002's 1700 Hz tone (Goertzel), and the caller's
-//! hang-up reaches 1002.
+//! hang-up reaches 1002. The queue log shows the engine following: 1001's `complete`, the
+//! `assign` to 1002, 1002's `complete` at the end.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -210,6 +211,18 @@ fn refer_with_replaces_connects_the_held_caller_with_the_consulted_colleague() {
     let heard_by_caller = caller_talk.join().unwrap();
     caller.bye();
     await_bye(&phone2, Duration::from_secs(10));
+    // The routing engine follows: 1001's conversation completes (wrap-up), the contact is
+    // assigned to 1002, and the caller's hang-up completes 1002's conversation.
+    server.wait_queue_log("1001's complete, 1002's assign and complete", |log| {
+        let at = |ev: &str, who: &str| {
+            log.iter()
+                .position(|(e, a)| e == ev && a.as_deref() == Some(who))
+        };
+        matches!(
+            (at("complete", "1001"), at("assign", "1002"), at("complete", "1002")),
+            (Some(a), Some(b), Some(c)) if a < b && b < c
+        )
+    });
 
     let to_1002: Vec<i16> = heard_by_1002
         .iter()

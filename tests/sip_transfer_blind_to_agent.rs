@@ -4,7 +4,8 @@
 //! `NOTIFY` 100 Trying and 200 OK, and zentrale's BYE. 1002's phone (the test's UA, registered
 //! with digest only after the call reached 1001 so the first offer cannot go to it) gets the
 //! INVITE, answers, and the two talk: 1002 hears the caller's 1000 Hz tone and the caller
-//! hears 1002's 1700 Hz tone. The caller's hang-up reaches 1002 as a BYE.
+//! hears 1002's 1700 Hz tone. The caller's hang-up reaches 1002 as a BYE. The queue log shows
+//! the engine following: 1001's `complete`, the `assign` to 1002, 1002's `complete` at the end.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -99,6 +100,18 @@ fn refer_to_an_extension_connects_the_caller_with_that_agent() {
     let heard_by_caller = talker.join().unwrap();
     caller.bye();
     let (_, heard_by_1002) = phone2.join().unwrap();
+    // The routing engine follows: 1001's conversation completes (wrap-up), the contact is
+    // assigned to 1002, and the caller's hang-up completes 1002's conversation.
+    server.wait_queue_log("1001's complete, 1002's assign and complete", |log| {
+        let at = |ev: &str, who: &str| {
+            log.iter()
+                .position(|(e, a)| e == ev && a.as_deref() == Some(who))
+        };
+        matches!(
+            (at("complete", "1001"), at("assign", "1002"), at("complete", "1002")),
+            (Some(a), Some(b), Some(c)) if a < b && b < c
+        )
+    });
 
     let margin = Duration::from_millis(400);
     let after = window(&heard_by_caller, connected + margin, Instant::now());
