@@ -39,6 +39,9 @@
 //! crm_api::sip_credentials::load_credentials(&store, tenant)  // agents' HA1 for the registrar
 //!                                                             // (also in every RoutingUpdate.sip)
 //! crm_api::provision::apply(&store, tenant, &toml_text).await?  // `zentrale provision`
+//! state.set_data_dir(data_dir);                               // prompt uploads live under it
+//! let mut prompts = state.subscribe_prompts();                // tenant whose uploads changed
+//! //  → reload crm_api::prompts::tenant_dir(data_dir, tenant) off the SIP task
 //! ```
 //!
 //! # Design
