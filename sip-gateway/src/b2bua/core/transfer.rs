@@ -1720,6 +1720,29 @@ mod tests {
     }
 
     #[test]
+    fn an_internal_calls_end_frees_both_agents_in_the_engine() {
+        let mut h = Harness::new();
+        connected(&mut h);
+        let (_, ytag) = consult(&mut h);
+        let out = h.send(
+            PHONE,
+            &format!(
+                "BYE sip:zentrale@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKconsbye\nMax-Forwards: 70\nFrom: <sip:1001@127.0.0.1>;tag=cph\nTo: <sip:1002@127.0.0.1>;tag={ytag}\nCall-ID: consult@phone\nCSeq: 3 BYE\nContent-Length: 0\n\n"
+            ),
+        );
+        assert_eq!(methods(&out, PHONE2, &Method::Bye).len(), 1);
+        let inputs = h.routing();
+        let mut busy = busy_reports(&inputs);
+        busy.sort_unstable();
+        assert_eq!(
+            busy,
+            [("1001", false), ("1002", false)],
+            "both phones are free again, with no contact and no wrap-up"
+        );
+        assert_eq!(h.core.active_calls(), 1, "the customer's call goes on");
+    }
+
+    #[test]
     fn replaces_for_someone_elses_dialog_is_forbidden() {
         let mut h = Harness::new();
         let (_, invite) = connected(&mut h);
