@@ -1444,9 +1444,10 @@ impl Engine {
     /// Then the contact is connected to `agent`, whose slot for the channel it takes (the
     /// agent leaves the available sets when full); an `assign` row and
     /// [`Action::Assigned`] follow. Its later [`Engine::handle_contact_ended`] puts `agent`
-    /// into the queue's wrap-up. If `agent` is logged out, has no room on the channel, is on
-    /// a call outside the queues (voice) or already has the contact, this is an error and
-    /// nothing changes. If `agent` is in wrap-up for this very contact (it came back), that
+    /// into the queue's wrap-up. Offers ringing at `agent` are cancelled (`Withdrawn`, their
+    /// contacts back in place) when the contact would not fit beside them. If `agent` is
+    /// logged out, has no room on the channel even so, is on a call outside the queues
+    /// (voice) or already has the contact, this is an error and nothing changes. If `agent` is in wrap-up for this very contact (it came back), that
     /// wrap-up ends first.
     pub fn handle_assign_to_agent(
         &mut self,
@@ -1482,11 +1483,21 @@ impl Engine {
         if wrapping_it {
             active[channel.index()] -= 1;
         }
-        if !target.has_room_with(&active, channel) {
-            return Err(EngineError::WrongState {
-                what: "assign",
-                state: "the agent has no free capacity on the channel",
-            });
+        let fits_now = target.has_room_with(&active, channel);
+        if !fits_now {
+            // Offers ringing at the agent cannot be answered now that the phone has this
+            // contact: without them it may fit.
+            if target.ringing > 0 {
+                for o in self.offers.values().filter(|o| o.agent == b) {
+                    active[o.channel.index()] -= 1;
+                }
+            }
+            if !self.a(b).has_room_with(&active, channel) {
+                return Err(EngineError::WrongState {
+                    what: "assign",
+                    state: "the agent has no free capacity on the channel",
+                });
+            }
         }
         // From here on nothing can fail.
         if wrapping_it {
@@ -1512,6 +1523,9 @@ impl Engine {
                 Some(wait_ms)
             }
         };
+        if !fits_now {
+            self.cancel_agent_offers(now, b, CancelReason::Withdrawn);
+        }
         let target = self.am(b);
         target.active[channel.index()] += 1;
         target.busy += 1;

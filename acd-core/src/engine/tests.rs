@@ -1359,3 +1359,27 @@ capacity = { voice = 1, chat = 2, voice_exclusive = true }
     h.drain();
     assert!(offers(&h.arrive_with(2, "web", Channel::Chat, 0, None)).is_empty());
 }
+
+#[test]
+fn assign_cancels_offers_ringing_at_the_agent_when_the_contact_would_not_fit_beside_them() {
+    let mut h = Harness::new(TWO_AGENTS);
+    h.login("alice");
+    connect_alice(&mut h, 1);
+    h.login("bob");
+    let (offer, c, agent) = one_offer(&h.arrive(2, "support"));
+    assert_eq!((c, agent.as_str()), (2, "bob"));
+    h.engine
+        .handle_assign_to_agent(h.now, ContactId::from_u128(1), &"bob".into())
+        .unwrap();
+    let out = h.drain();
+    assert!(out.iter().any(|a| matches!(a,
+        Action::CancelOffer { offer: o, reason: CancelReason::Withdrawn, .. } if *o == offer)));
+    assert_eq!(h.engine.agent_state(&"bob".into()), Some(AgentState::Busy));
+    assert_eq!(
+        h.engine.waiting_contacts(&"support".into()).unwrap(),
+        vec![ContactId::from_u128(2)],
+        "back in place; alice is in wrap-up and may not take it yet"
+    );
+    let (_, c, agent) = one_offer(&h.advance(10_000));
+    assert_eq!((c, agent.as_str()), (2, "alice"));
+}

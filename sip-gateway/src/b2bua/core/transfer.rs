@@ -20,10 +20,10 @@
 //!   the new agent holds the contact (busy, not offered other voice calls; an `assign`
 //!   queue-log row; `Action::Assigned`, on which the binary pops the caller's card on the new
 //!   agent's screen), and the call's end later sends `ContactEnded`, the new agent's wrap-up.
-//!   One owner per contact throughout. The engine refuses the assignment when the new agent
-//!   is logged out of routing or has no free voice slot (an engine offer ringing there): the
-//!   contact then stays the transferor's until the call ends (the transferor's wrap-up comes
-//!   late). The CDR carries the transferor's leg as `transferred` (`transfer` =
+//!   One owner per contact throughout (an engine offer ringing at the new agent is withdrawn
+//!   to make room). The engine refuses the assignment when the new agent is logged out of
+//!   routing or busy with another voice contact: the contact then stays the transferor's
+//!   until the call ends (the transferor's wrap-up comes late). The CDR carries the transferor's leg as `transferred` (`transfer` =
 //!   `blind:<agent>`) and the new agent as the call's agent.
 //! - all phones refuse → `NOTIFY` with the final status, and the caller is back with the
 //!   transferor (plain bridge); if the transferor has hung up meanwhile, the caller goes back
