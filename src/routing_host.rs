@@ -127,8 +127,21 @@ async fn drive(
                     }
                 }
                 Some(Command::Input(input)) => {
+                    // A transfer the engine cannot hand to the new agent (logged out of
+                    // routing, no room) still took the call away from the transferor: end the
+                    // contact for routing so the transferor wraps up now instead of staying
+                    // busy until the caller hangs up.
+                    let fallback = match &input {
+                        Input::AssignToAgent { contact, .. } => Some(*contact),
+                        _ => None,
+                    };
                     if let Err(e) = engine.handle_input(now(), input) {
-                        tracing::warn!(%tenant, "routing input refused: {e}");
+                        if let Some(contact) = fallback {
+                            tracing::warn!(%tenant, "transfer not assigned ({e}); contact ended for routing");
+                            let _ = engine.handle_input(now(), Input::ContactEnded { contact });
+                        } else {
+                            tracing::warn!(%tenant, "routing input refused: {e}");
+                        }
                     }
                 }
                 None => break,
