@@ -1099,60 +1099,30 @@ impl<M: MediaPort> B2bua<M> {
         )
         .to_string();
         for (target, peer) in bindings {
-            let tag = self.token();
-            let call_id = Bytes::from(format!("{}@zentrale", self.token()));
-            let via = self.via(peer.transport);
-            let bytes = MessageBuilder::request(&Method::Invite, &target)
-                .header(b"Via", via.as_bytes())
-                .header(b"Max-Forwards", b"70")
-                .header(
-                    b"From",
-                    format!(
-                        "<sip:{from_user}@{}>;tag={tag}",
-                        self.config.sip_address.ip()
-                    )
-                    .as_bytes(),
-                )
-                .header(
-                    b"To",
-                    format!("<{}>", String::from_utf8_lossy(&target)).as_bytes(),
-                )
-                .header(b"Call-ID", &call_id)
-                .header(b"CSeq", b"1 INVITE")
-                .header(b"Contact", self.our_contact().as_bytes())
-                .header(b"Allow", ALLOW)
-                .header(b"Supported", b"timer")
-                .header(b"Content-Type", b"application/sdp")
-                .body(sdp.as_bytes());
-            let Ok(invite) = Message::parse_datagram(bytes, &self.limits) else {
-                // Only a contact URI with bytes our own parser refuses gets here.
-                tracing::warn!(%agent, "cannot build an INVITE to a registered contact");
+            let Some((tx, invite, call_id)) =
+                self.invite_phone(now, &target, peer, &from_user, &sdp, true, &agent)
+            else {
                 continue;
             };
-            match self.tl.send_request(now.mono, invite.clone(), peer) {
-                Ok(tx) => {
-                    let Some(call) = self.calls.get_mut(&key) else {
-                        return;
-                    };
-                    let i = call.branches.len();
-                    call.branches.push(Branch {
-                        offer,
-                        agent: agent.clone(),
-                        tx,
-                        invite,
-                        peer,
-                        call_id: call_id.clone(),
-                        state: BranchState::Calling,
-                        remote_to: None,
-                        remote_target: None,
-                        withdrawn: false,
-                        last_status: 0,
-                    });
-                    self.by_branch_tx.insert(tx, (key, i));
-                    self.by_call_id.insert(call_id, (key, LegRef::Branch(i)));
-                }
-                Err(e) => tracing::warn!("cannot start INVITE transaction: {e}"),
-            }
+            let Some(call) = self.calls.get_mut(&key) else {
+                return;
+            };
+            let i = call.branches.len();
+            call.branches.push(Branch {
+                offer,
+                agent: agent.clone(),
+                tx,
+                invite,
+                peer,
+                call_id: call_id.clone(),
+                state: BranchState::Calling,
+                remote_to: None,
+                remote_target: None,
+                withdrawn: false,
+                last_status: 0,
+            });
+            self.by_branch_tx.insert(tx, (key, i));
+            self.by_call_id.insert(call_id, (key, LegRef::Branch(i)));
         }
         let any = self
             .calls
@@ -1255,6 +1225,13 @@ impl<M: MediaPort> B2bua<M> {
     }
 
     fn ack_and_bye(&mut self, now: Now, invite: &Message, to: &Bytes, target: &Bytes, peer: Peer) {
+        self.send_ack(invite, to, target, peer);
+        self.send_bye(now, invite, to, target, peer);
+    }
+
+    /// ACK for a 2xx to our `invite` (its own CSeq number), sent to the phone's `target` with
+    /// the `to` (tag included) of the answer.
+    fn send_ack(&mut self, invite: &Message, to: &Bytes, target: &Bytes, peer: Peer) {
         let via = self.via(peer.transport);
         let ack = MessageBuilder::request(&Method::Ack, target)
             .header(b"Via", via.as_bytes())
@@ -1268,6 +1245,10 @@ impl<M: MediaPort> B2bua<M> {
             )
             .finish();
         self.tl.send_stateless(peer, ack);
+    }
+
+    /// BYE in the dialog our `invite` created (CSeq one above the INVITE's).
+    fn send_bye(&mut self, now: Now, invite: &Message, to: &Bytes, target: &Bytes, peer: Peer) {
         let via = self.via(peer.transport);
         let bye = MessageBuilder::request(&Method::Bye, target)
             .header(b"Via", via.as_bytes())
@@ -1282,6 +1263,64 @@ impl<M: MediaPort> B2bua<M> {
             .finish();
         if let Ok(m) = Message::parse_datagram(bye, &self.limits) {
             let _ = self.tl.send_request(now.mono, m, peer);
+        }
+    }
+
+    /// Sends an INVITE from zentrale to one registered binding of a phone (an agent's offer,
+    /// a supervisor's monitor leg): a fresh dialog from `from_user`, our anchored `sdp`,
+    /// `Supported: timer` when `session_timer`. Returns the transaction, the INVITE as sent
+    /// and its Call-ID; `None` (logged) when the binding's URI makes a message our own parser
+    /// refuses or the transaction cannot start.
+    #[allow(clippy::too_many_arguments)]
+    fn invite_phone(
+        &mut self,
+        now: Now,
+        target: &Bytes,
+        peer: Peer,
+        from_user: &str,
+        sdp: &str,
+        session_timer: bool,
+        agent: &AgentId,
+    ) -> Option<(TxId, Message, Bytes)> {
+        let tag = self.token();
+        let call_id = Bytes::from(format!("{}@zentrale", self.token()));
+        let via = self.via(peer.transport);
+        let mut builder = MessageBuilder::request(&Method::Invite, target)
+            .header(b"Via", via.as_bytes())
+            .header(b"Max-Forwards", b"70")
+            .header(
+                b"From",
+                format!(
+                    "<sip:{from_user}@{}>;tag={tag}",
+                    self.config.sip_address.ip()
+                )
+                .as_bytes(),
+            )
+            .header(
+                b"To",
+                format!("<{}>", String::from_utf8_lossy(target)).as_bytes(),
+            )
+            .header(b"Call-ID", &call_id)
+            .header(b"CSeq", b"1 INVITE")
+            .header(b"Contact", self.our_contact().as_bytes())
+            .header(b"Allow", ALLOW);
+        if session_timer {
+            builder = builder.header(b"Supported", b"timer");
+        }
+        let bytes = builder
+            .header(b"Content-Type", b"application/sdp")
+            .body(sdp.as_bytes());
+        let Ok(invite) = Message::parse_datagram(bytes, &self.limits) else {
+            // Only a contact URI with bytes our own parser refuses gets here.
+            tracing::warn!(%agent, "cannot build an INVITE to a registered contact");
+            return None;
+        };
+        match self.tl.send_request(now.mono, invite.clone(), peer) {
+            Ok(tx) => Some((tx, invite, call_id)),
+            Err(e) => {
+                tracing::warn!("cannot start INVITE transaction: {e}");
+                None
+            }
         }
     }
 

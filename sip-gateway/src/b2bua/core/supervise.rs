@@ -29,15 +29,14 @@ use bytes::Bytes;
 use rand::Rng;
 
 use super::{
-    ALLOW, B2bua, Branch, BranchState, CallKey, CallState, MediaPort, Now, contact_uri,
-    phone_address,
+    B2bua, Branch, BranchState, CallKey, CallState, MediaPort, Now, contact_uri, phone_address,
 };
 use crate::audio::mix::SupervisorMode;
 use crate::b2bua::control::ControlError;
 use crate::media::{AudioCommand, Leg, LegSet, LegSetup, MediaEvent, MediaSessionId};
 use crate::sdp::{LocalMedia, SessionDescription};
 use crate::sip::transaction::{Peer, TxId};
-use crate::sip::{HeaderName, Message, MessageBuilder, Method, response_to_source};
+use crate::sip::{HeaderName, Message, response_to_source};
 
 /// The supervisor attached to (or being rung for) one call.
 #[derive(Debug)]
@@ -172,51 +171,26 @@ impl<M: MediaPort> B2bua<M> {
         };
         let mut legs = Vec::new();
         for (target, peer) in bindings {
-            let tag = self.token();
-            let call_id = Bytes::from(format!("{}@zentrale", self.token()));
-            let via = self.via(peer.transport);
-            let bytes = MessageBuilder::request(&Method::Invite, &target)
-                .header(b"Via", via.as_bytes())
-                .header(b"Max-Forwards", b"70")
-                .header(
-                    b"From",
-                    format!("<sip:{display}@{}>;tag={tag}", self.config.sip_address.ip())
-                        .as_bytes(),
-                )
-                .header(
-                    b"To",
-                    format!("<{}>", String::from_utf8_lossy(&target)).as_bytes(),
-                )
-                .header(b"Call-ID", &call_id)
-                .header(b"CSeq", b"1 INVITE")
-                .header(b"Contact", self.our_contact().as_bytes())
-                .header(b"Allow", ALLOW)
-                .header(b"Content-Type", b"application/sdp")
-                .body(sdp.as_bytes());
-            let Ok(invite) = Message::parse_datagram(bytes, &self.limits) else {
-                tracing::warn!(%supervisor, "cannot build an INVITE to a registered contact");
+            let Some((tx, invite, call_id)) =
+                self.invite_phone(now, &target, peer, &display, &sdp, false, &supervisor)
+            else {
                 continue;
             };
-            match self.tl.send_request(now.mono, invite.clone(), peer) {
-                Ok(tx) => {
-                    self.monitors.by_tx.insert(tx, key);
-                    self.monitors.by_call_id.insert(call_id.clone(), key);
-                    legs.push(Branch {
-                        offer: OfferId(uuid::Uuid::nil()),
-                        agent: supervisor.clone(),
-                        tx,
-                        invite,
-                        peer,
-                        call_id,
-                        state: BranchState::Calling,
-                        remote_to: None,
-                        remote_target: None,
-                        withdrawn: false,
-                        last_status: 0,
-                    });
-                }
-                Err(e) => tracing::warn!("cannot start INVITE transaction: {e}"),
-            }
+            self.monitors.by_tx.insert(tx, key);
+            self.monitors.by_call_id.insert(call_id.clone(), key);
+            legs.push(Branch {
+                offer: OfferId(uuid::Uuid::nil()),
+                agent: supervisor.clone(),
+                tx,
+                invite,
+                peer,
+                call_id,
+                state: BranchState::Calling,
+                remote_to: None,
+                remote_target: None,
+                withdrawn: false,
+                last_status: 0,
+            });
         }
         if legs.is_empty() {
             self.media.remove_leg(media_id, Leg::C);
@@ -349,34 +323,6 @@ impl<M: MediaPort> B2bua<M> {
                 self.orphans.insert(b.tx, b);
             }
         }
-    }
-
-    fn send_bye(&mut self, now: Now, invite: &Message, to: &Bytes, target: &Bytes, peer: Peer) {
-        let via = self.via(peer.transport);
-        let bye = MessageBuilder::request(&Method::Bye, target)
-            .header(b"Via", via.as_bytes())
-            .header(b"Max-Forwards", b"70")
-            .copy_headers(invite, &HeaderName::From)
-            .header(b"To", to)
-            .copy_headers(invite, &HeaderName::CallId)
-            .header(b"CSeq", b"2 BYE")
-            .finish();
-        if let Ok(m) = Message::parse_datagram(bye, &self.limits) {
-            let _ = self.tl.send_request(now.mono, m, peer);
-        }
-    }
-
-    fn send_ack(&mut self, invite: &Message, to: &Bytes, target: &Bytes, peer: Peer) {
-        let via = self.via(peer.transport);
-        let ack = MessageBuilder::request(&Method::Ack, target)
-            .header(b"Via", via.as_bytes())
-            .header(b"Max-Forwards", b"70")
-            .copy_headers(invite, &HeaderName::From)
-            .header(b"To", to)
-            .copy_headers(invite, &HeaderName::CallId)
-            .header(b"CSeq", b"1 ACK")
-            .finish();
-        self.tl.send_stateless(peer, ack);
     }
 
     /// Hook in `handle_response`: a response to a supervisor INVITE. Returns whether it was one.
@@ -610,6 +556,7 @@ impl<M: MediaPort> B2bua<M> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use crate::sip::Method;
     use std::collections::HashMap;
     use std::net::SocketAddr;
     use std::sync::Arc;
