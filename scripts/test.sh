@@ -3,7 +3,7 @@
 #
 #   sudo scripts/test.sh          (as root it installs the Debian packages it needs)
 #
-# Steps: install SIPp (Debian package sip-tester) when missing; make sure PostgreSQL is
+# Steps: install SIPp (Debian package sip-tester) and baresip when missing; make sure PostgreSQL is
 # reachable (start the local cluster if it is installed but stopped); then cargo fmt --check,
 # cargo clippy -D warnings, and every test of the workspace (cargo-nextest when present).
 # The PostgreSQL tests use ZENTRALE_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/test).
